@@ -1,0 +1,374 @@
+// CPU kernels for the advantage ops: GAE, masked whitening, KL reward shaping, fused PPO path.
+// Semantics are defined by rbr_fast/ops/reference.py; inputs arrive validated and contiguous.
+#include "advantages.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace rbr_fast {
+namespace {
+
+enum Kl : int64_t { K1 = 0, K2 = 1, K3 = 2 };
+
+inline float kl_of(float lp, float ref, int64_t est) {
+  const float d = lp - ref;
+  if (est == K1) return d;
+  if (est == K2) return 0.5f * d * d;
+  return std::expm1(-d) + d;  // k3 = r - 1 - log r, r = exp(ref - lp)
+}
+
+// Per-row results a whole-batch reduction needs afterwards.
+struct RowStats {
+  std::vector<double> sum, sumsq, kl;
+  std::vector<int64_t> count;
+  explicit RowStats(int64_t B) : sum(B, 0.0), sumsq(B, 0.0), kl(B, 0.0), count(B, 0) {}
+};
+
+// GCC/Clang vector extensions: kLanes rows of a group advance together, one row per lane.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint8_t u8x8 __attribute__((vector_size(8)));
+constexpr int kLanes = 8;
+constexpr int kTile = 64;  // time steps staged per pass: 5 buffers x 64 x 32 B stay in L1
+
+#if defined(__clang__)
+#define RBR_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define RBR_SHUF(a, b, ...) __builtin_shuffle(a, b, i32x8{__VA_ARGS__})
+#endif
+
+// In-register 8x8 transpose: x[r][c] -> x[c][r] (three rounds of two-input shuffles).
+inline void transpose8(f32x8 (&x)[8]) {
+  f32x8 t[8], u[8];
+  for (int p = 0; p < 8; p += 2) {
+    t[p] = RBR_SHUF(x[p], x[p + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[p + 1] = RBR_SHUF(x[p], x[p + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int p = 0; p < 8; p += 4)
+    for (int q = 0; q < 2; ++q) {
+      u[p + 2 * q] = RBR_SHUF(t[p + q], t[p + q + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[p + 2 * q + 1] = RBR_SHUF(t[p + q], t[p + q + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int c = 0; c < 4; ++c) {
+    x[c] = RBR_SHUF(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    x[c + 4] = RBR_SHUF(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// n (<= 8) consecutive elements as float lanes, zero-filled past n.
+template <typename scalar_t>
+inline f32x8 load8(const scalar_t* p, int n) {
+  f32x8 v = {};
+  if (std::is_same<scalar_t, float>::value && n == 8) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    for (int i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
+  }
+  return v;
+}
+
+// n (<= 8) mask bytes as lanes of -1 (valid) / 0, zero-filled past n.
+inline i32x8 load_mask8(const bool* p, int n) {
+  u8x8 b = {};
+  if (n == 8)
+    std::memcpy(&b, p, 8);  // fixed size: one load, not a call
+  else
+    for (int i = 0; i < n; ++i) b[i] = p[i];
+  return -__builtin_convertvector(b, i32x8);
+}
+
+template <typename scalar_t>
+inline void store8(scalar_t* p, f32x8 v, int n) {
+  if (std::is_same<scalar_t, float>::value && n == 8) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    for (int i = 0; i < n; ++i) p[i] = static_cast<scalar_t>(v[i]);
+  }
+}
+
+// -1 in lanes holding NaN or +-inf.
+inline i32x8 nonfinite8(f32x8 x) {
+  const i32x8 exp_bits = reinterpret_cast<i32x8&>(x) & 0x7f800000;
+  return exp_bits == 0x7f800000;
+}
+
+inline f32x8 kl8(f32x8 lp, f32x8 ref, int64_t est) {
+  const f32x8 d = lp - ref;
+  if (est == K1) return d;
+  if (est == K2) return 0.5f * d * d;
+  f32x8 k;
+  for (int i = 0; i < 8; ++i) k[i] = kl_of(lp[i], ref[i], K3);
+  return k;
+}
+
+// Backward GAE over one group of up to kLanes rows (row k starts at offset k*T; lanes past `rows`
+// run on masked-out zeros). When Shaped, the per-token reward is -kl_coef*kl(lp, ref) plus the
+// row's score at its last valid position, computed on the fly (the fused PPO path); otherwise it
+// is read from `rew`. Masked positions carry the state through.
+//
+// One row alone is a latency-bound chain. Instead each time tile is read row by row in 8-step
+// vectors, transposed in registers to [t][lane] (8 independent rows in SIMD lanes), scanned
+// backward on whole vectors, and transposed back for contiguous row writes.
+template <typename scalar_t, bool Shaped>
+void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
+               scalar_t* adv, scalar_t* ret, int rows, int64_t T, float gamma, float gl, float kl_coef, int64_t est,
+               int32_t* flags, double* sum, double* sumsq, double* klsum, int64_t* count) {
+  alignas(32) f32x8 rb[kTile], vb[kTile], ab[kTile], qb[kTile], mb[kTile];  // mb: lanes of -1/0 bits
+  const f32x8 zero = {};
+  f32x8 next_v = zero, last = zero, scr = zero;
+  i32x8 pending = ~i32x8{};  // all lanes: the score has not been placed yet
+  i32x8 bad[kLanes] = {};
+  double s1[kLanes] = {}, s2[kLanes] = {}, kls[kLanes] = {};
+  int64_t n[kLanes] = {};
+  for (int k = 0; k < rows; ++k)
+    if constexpr (Shaped) scr[k] = static_cast<float>(score[k]);
+  for (int64_t t1 = T; t1 > 0; t1 -= kTile) {
+    const int64_t t0 = std::max<int64_t>(0, t1 - kTile);
+    const int len = static_cast<int>(t1 - t0), blocks = (len + 7) / 8;
+    for (int jb = 0; jb < blocks; ++jb) {
+      const int w = std::min(8, len - 8 * jb);
+      f32x8 r[8], v[8], m[8];
+      for (int k = 0; k < kLanes; ++k) {
+        const int64_t o = k * T + t0 + 8 * jb;
+        const int wk = k < rows ? w : 0;  // lanes past `rows`: zeros, masked out
+        const i32x8 mk = load_mask8(mask + o, wk);
+        v[k] = load8(val + o, wk);
+        if constexpr (Shaped) {
+          const f32x8 lp = load8(rew + o, wk), rf = load8(ref + o, wk);
+          r[k] = kl8(lp, rf, est);  // staged as the KL estimate; the reward is formed below
+          bad[k] |= mk & ((nonfinite8(lp) & 1) | (nonfinite8(rf) & 2) | (nonfinite8(v[k]) & 4));
+        } else {
+          r[k] = load8(rew + o, wk);
+          bad[k] |= mk & ((nonfinite8(r[k]) & 1) | (nonfinite8(v[k]) & 2));
+        }
+        m[k] = reinterpret_cast<const f32x8&>(mk);
+      }
+      transpose8(r), transpose8(v), transpose8(m);
+      for (int c = 0; c < 8; ++c) rb[8 * jb + c] = r[c], vb[8 * jb + c] = v[c], mb[8 * jb + c] = m[c];
+    }
+    f32x8 ts1 = zero, ts2 = zero, tkl = zero;
+    i32x8 tn = {};
+    // padded steps past len are masked out in every lane, so they leave the state unchanged
+    for (int j = 8 * blocks - 1; j >= 0; --j) {
+      const i32x8 m = reinterpret_cast<const i32x8&>(mb[j]);
+      f32x8 r = rb[j];
+      if constexpr (Shaped) {
+        tkl += m ? r : zero;
+        r = -kl_coef * r + ((m & pending) ? scr : zero);
+        pending &= ~m;
+      }
+      const f32x8 v = vb[j];
+      const f32x8 a = r + gamma * next_v - v + gl * last;
+      last = m ? a : last;
+      next_v = m ? v : next_v;
+      ab[j] = m ? a : zero;
+      qb[j] = m ? a + v : zero;
+      if constexpr (Shaped) {
+        ts1 += ab[j];
+        ts2 += ab[j] * ab[j];
+        tn -= m;
+      }
+    }
+    for (int jb = 0; jb < blocks; ++jb) {
+      const int w = std::min(8, len - 8 * jb);
+      f32x8 a[8], q[8];
+      for (int c = 0; c < 8; ++c) a[c] = ab[8 * jb + c], q[c] = qb[8 * jb + c];
+      transpose8(a), transpose8(q);
+      for (int k = 0; k < rows; ++k) {
+        const int64_t o = k * T + t0 + 8 * jb;
+        store8(adv + o, a[k], w), store8(ret + o, q[k], w);
+      }
+    }
+    // per-tile float partials are exact enough (<= 64 terms); the batch total is in double
+    for (int k = 0; k < rows; ++k) s1[k] += ts1[k], s2[k] += ts2[k], kls[k] += tkl[k], n[k] += tn[k];
+  }
+  for (int k = 0; k < rows; ++k) {
+    int32_t word = 0;
+    for (int i = 0; i < 8; ++i) word |= bad[k][i];
+    flags[k] = word;
+    if constexpr (Shaped) sum[k] = s1[k], sumsq[k] = s2[k], klsum[k] = kls[k], count[k] = n[k];
+  }
+}
+
+// Runs gae_group over all rows, groups of kLanes rows split across threads.
+template <typename scalar_t, bool Shaped>
+void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
+              scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
+              int32_t* flags, RowStats* st) {
+  const int64_t groups = (B + kLanes - 1) / kLanes;
+  const int64_t grain = std::max<int64_t>(1, 65536 / (kLanes * T));  // ~64k elements per task
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t b = g * kLanes, o = b * T;
+      const int rows = static_cast<int>(std::min<int64_t>(kLanes, B - b));
+      gae_group<scalar_t, Shaped>(rew + o, Shaped ? ref + o : nullptr, Shaped ? score + b : nullptr, val + o,
+                                  mask + o, adv + o, ret + o, rows, T, gamma, gamma * lam, kl_coef, est, flags + b,
+                                  st ? st->sum.data() + b : nullptr, st ? st->sumsq.data() + b : nullptr,
+                                  st ? st->kl.data() + b : nullptr, st ? st->count.data() + b : nullptr);
+    }
+  });
+}
+
+// mean and 1/sqrt(unbiased var + eps) of the valid entries from per-row sums (double).
+std::pair<double, double> combine_moments(const RowStats& st, double eps, int64_t* total) {
+  double s1 = 0, s2 = 0;
+  int64_t n = 0;
+  for (size_t b = 0; b < st.sum.size(); ++b) s1 += st.sum[b], s2 += st.sumsq[b], n += st.count[b];
+  *total = n;
+  const double mean = n > 0 ? s1 / n : 0.0;
+  const double var = n > 1 ? std::max(0.0, (s2 - s1 * mean) / (n - 1)) : 0.0;
+  return {mean, 1.0 / std::sqrt(var + eps)};
+}
+
+// y = (x - mean) * scale (+ mean) at valid positions, 0 elsewhere; y may alias x.
+template <typename scalar_t>
+void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t numel, double mean, double scale,
+                  bool shift_mean) {
+  const float fm = static_cast<float>(mean), fs = static_cast<float>(scale), back = shift_mean ? 0.f : fm;
+  const int64_t blocks = (numel + 7) / 8;
+  at::parallel_for(0, blocks, 1 << 13, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0 * 8; i < std::min(numel, b1 * 8); i += 8) {
+      const int w = static_cast<int>(std::min<int64_t>(8, numel - i));
+      const i32x8 m = load_mask8(mask + i, w);
+      store8(y + i, m ? (load8(x + i, w) - fm) * fs + back : f32x8{}, w);
+    }
+  });
+}
+
+at::Tensor int64_scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
+
+// The per-token dtypes the Python layer admits (float64 is rejected there).
+#define RBR_DISPATCH(T, NAME, ...)                          \
+  AT_DISPATCH_SWITCH(T, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                                  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
+                                  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+}  // namespace
+
+std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma,
+                            double lam) {
+  const int64_t B = mask.size(0), T = mask.size(1);
+  const auto out_dtype = at::promote_types(rewards.scalar_type(), values.scalar_type());
+  // one dtype per kernel instance: a mixed pair is cast once (rare; both are usually the same)
+  const auto r = rewards.to(out_dtype), v = values.to(out_dtype);
+  auto adv = at::empty_like(v), ret = at::empty_like(v);
+  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
+    gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
+                              adv.data_ptr<scalar_t>(), ret.data_ptr<scalar_t>(), B, T, gamma, lam, 0.f, 0,
+                              flags.data_ptr<int32_t>(), nullptr);
+  });
+  return {adv, ret, flags};
+}
+
+std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mask, bool shift_mean, double eps) {
+  const int64_t B = mask.size(0), T = mask.size(1);
+  auto out = at::empty_like(x);
+  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  RowStats st(B);
+  int64_t n = 0;
+  RBR_DISPATCH(x.scalar_type(), "rbr_fast_masked_whiten", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const bool* mp = mask.data_ptr<bool>();
+    int32_t* fp = flags.data_ptr<int32_t>();
+    at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const scalar_t* xr = xp + b * T;
+        const bool* mr = mp + b * T;
+        double s1 = 0, s2 = 0;
+        int64_t n = 0;
+        i32x8 bad = {};
+        for (int64_t t0 = 0; t0 < T; t0 += kTile) {  // float partials per tile, double across tiles
+          f32x8 p1 = {}, p2 = {};
+          i32x8 pn = {};
+          for (int64_t t = t0; t < std::min(T, t0 + kTile); t += 8) {
+            const int w = static_cast<int>(std::min<int64_t>(8, T - t));
+            const i32x8 m = load_mask8(mr + t, w);
+            const f32x8 x = load8(xr + t, w), xm = m ? x : f32x8{};
+            p1 += xm, p2 += xm * xm, pn -= m;
+            bad |= m & nonfinite8(x);
+          }
+          for (int i = 0; i < 8; ++i) s1 += p1[i], s2 += p2[i], n += pn[i];
+        }
+        int32_t word = 0;
+        for (int i = 0; i < 8; ++i) word |= bad[i] & 1;
+        st.sum[b] = s1, st.sumsq[b] = s2, st.count[b] = n, fp[b] = word;
+      }
+    });
+    const auto [mean, scale] = combine_moments(st, eps, &n);
+    apply_whiten(xp, out.data_ptr<scalar_t>(), mp, B * T, mean, scale, shift_mean);
+  });
+  return {out, int64_scalar(n), flags};
+}
+
+std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs,
+                                      const at::Tensor& ref_logprobs, const at::Tensor& mask, double kl_coef,
+                                      int64_t kl_estimator) {
+  const int64_t B = mask.size(0), T = mask.size(1);
+  const auto out_dtype = at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type());
+  const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype);
+  const auto sc = scores.to(at::kDouble);
+  auto out = at::empty_like(lp);
+  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  RBR_DISPATCH(out_dtype, "rbr_fast_shape_rewards", [&] {
+    const scalar_t *lpp = lp.data_ptr<scalar_t>(), *rfp = rf.data_ptr<scalar_t>();
+    const bool* mp = mask.data_ptr<bool>();
+    const double* sp = sc.data_ptr<double>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    int32_t* fp = flags.data_ptr<int32_t>();
+    const float coef = static_cast<float>(kl_coef);
+    at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t o = b * T;
+        int64_t last = T - 1;  // the row's last valid position gets its score
+        while (last >= 0 && !mp[o + last]) --last;
+        i32x8 bad = {};
+        for (int64_t t = 0; t < T; t += 8) {
+          const int w = static_cast<int>(std::min<int64_t>(8, T - t));
+          const i32x8 m = load_mask8(mp + o + t, w);
+          const f32x8 l = load8(lpp + o + t, w), r = load8(rfp + o + t, w);
+          f32x8 rew = m ? -coef * kl8(l, r, kl_estimator) : f32x8{};
+          if (last >= t && last < t + 8) rew[last - t] += static_cast<float>(sp[b]);
+          store8(op + o + t, rew, w);
+          bad |= m & ((nonfinite8(l) & 1) | (nonfinite8(r) & 2));
+        }
+        int32_t word = 0;
+        for (int i = 0; i < 8; ++i) word |= bad[i];
+        fp[b] = word;
+      }
+    });
+  });
+  return {out, flags};
+}
+
+std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs,
+                                       const at::Tensor& ref_logprobs, const at::Tensor& values,
+                                       const at::Tensor& mask, double kl_coef, int64_t kl_estimator, double gamma,
+                                       double lam, bool whiten, double eps) {
+  const int64_t B = mask.size(0), T = mask.size(1);
+  const auto out_dtype =
+      at::promote_types(at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type()), values.scalar_type());
+  const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype), v = values.to(out_dtype);
+  const auto sc = scores.to(at::kDouble);
+  auto adv = at::empty_like(v), ret = at::empty_like(v);
+  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  RowStats st(B);
+  int64_t n = 0;
+  RBR_DISPATCH(out_dtype, "rbr_fast_ppo_advantages", [&] {
+    scalar_t* ap = adv.data_ptr<scalar_t>();
+    gae_rows<scalar_t, true>(lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(),
+                             v.data_ptr<scalar_t>(), mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma,
+                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st);
+    const auto [mean, scale] = combine_moments(st, eps, &n);
+    if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B * T, mean, scale, true);
+  });
+  auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
+  return {adv, ret, kl, int64_scalar(n), flags};
+}
+
+}  // namespace rbr_fast

@@ -1,0 +1,20 @@
+// Advantage ops on CPU tensors; see rbr_fast/ops/__init__.py for the backend contract.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace rbr_fast {
+
+std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma,
+                            double lam);
+std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mask, bool shift_mean, double eps);
+std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs,
+                                      const at::Tensor& ref_logprobs, const at::Tensor& mask, double kl_coef,
+                                      int64_t kl_estimator);
+std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs,
+                                       const at::Tensor& ref_logprobs, const at::Tensor& values,
+                                       const at::Tensor& mask, double kl_coef, int64_t kl_estimator, double gamma,
+                                       double lam, bool whiten, double eps);
+
+}  // namespace rbr_fast

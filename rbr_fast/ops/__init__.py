@@ -1,0 +1,20 @@
+"""rbr_fast.ops: the kernel layer. Each op has a PyTorch reference, a C++ CPU kernel and a Triton
+GPU kernel behind one dispatcher (see ``dispatch``); callers never name a backend.
+
+Backend contract: every backend module (``reference``, ``cpp_backend``, ``triton_backend``) exposes
+``NAME`` and the same functions, taking validated, contiguous, same-device tensors:
+
+  gae(rewards, values, mask, gamma, lam) -> (adv, ret, flags)
+  masked_whiten(x, mask, shift_mean, eps) -> (out, count, flags)
+  shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator) -> (rewards, flags)
+  ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator,
+                 gamma, lam, whiten, eps) -> (adv, ret, kl_row_sum, count, flags)
+
+``flags`` is int32 ``[B]``: bit i set where the i-th per-token float input (in argument order) is
+NaN/inf at a valid position of that row. ``count`` is the number of valid positions (int64 0-d).
+"""
+from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, shape_rewards
+from .dispatch import backend_name
+
+__all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages",
+           "backend_name"]

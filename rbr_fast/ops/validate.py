@@ -1,0 +1,85 @@
+"""Input checks shared by every public op: one message style, naming the argument.
+
+Checks that need a pass over the data (NaN/inf) are not done here: the kernels report
+non-finite inputs at valid positions through a per-row flag word, see ``raise_on_flags``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _desc(x: torch.Tensor) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def tensor(op: str, name: str, x, *, ndim: int, dtypes=FLOAT_DTYPES, what: str = "a float tensor"):
+    """Check type, rank and dtype of one tensor argument."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: `{name}` must be a torch.Tensor ({what}), got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{op}: `{name}` must have {ndim} dimensions, got {_desc(x)}")
+    if x.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        hint = " (convert with mask.bool())" if dtypes == (torch.bool,) else ""
+        raise TypeError(f"{op}: `{name}` must have dtype in ({names}){hint}, got {_desc(x)}")
+    return x
+
+
+def same_layout(op: str, ref_name: str, ref: torch.Tensor, **others: torch.Tensor) -> None:
+    """Every tensor in ``others`` must have ``ref``'s leading shape and device."""
+    for name, x in others.items():
+        want = ref.shape if x.dim() == ref.dim() else ref.shape[: x.dim()]
+        if x.shape != want:
+            raise ValueError(f"{op}: `{name}` must have shape {tuple(want)} to match `{ref_name}`, got {_desc(x)}")
+        if x.device != ref.device:
+            raise ValueError(f"{op}: `{name}` is on {x.device} but `{ref_name}` is on {ref.device}; "
+                             "move them to one device")
+
+
+def nonempty(op: str, name: str, x: torch.Tensor) -> None:
+    if x.numel() == 0:
+        raise ValueError(f"{op}: `{name}` is empty ({_desc(x)}); an empty batch has no advantages to compute")
+
+
+def finite_tensor(op: str, name: str, x: torch.Tensor) -> None:
+    """Full check for small tensors (per-row scores), where a pass costs nothing."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{op}: `{name}` contains NaN or inf ({_desc(x)})")
+
+
+def number(op: str, name: str, x, *, lo: float | None = None, hi: float | None = None) -> float:
+    """A finite Python/0-d number within [lo, hi]."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise TypeError(f"{op}: `{name}` must be a number, got a tensor of {_desc(x)}")
+        x = x.item()
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"{op}: `{name}` must be a number, got {type(x).__name__}")
+    x = float(x)
+    if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise ValueError(f"{op}: `{name}` must be a finite number in [{lo}, {hi}], got {x}")
+    return x
+
+
+def choice(op: str, name: str, x, options) -> str:
+    if x not in options:
+        raise ValueError(f"{op}: `{name}` must be one of {list(options)}, got {x!r}")
+    return x
+
+
+def raise_on_flags(op: str, flags: torch.Tensor, names) -> None:
+    """Raise if a kernel flagged non-finite inputs; bit i of a row's flag word is ``names[i]``."""
+    if not bool(flags.any()):  # the common case: one small reduction, one host sync
+        return
+    word = 0
+    for v in flags.unique().tolist():
+        word |= int(v)
+    bad = [n for i, n in enumerate(names) if word >> i & 1]
+    first = int(torch.nonzero(flags).flatten()[0])
+    raise ValueError(f"{op}: {', '.join(f'`{n}`' for n in bad)} contain(s) NaN or inf at valid (mask=True) "
+                     f"positions, first in row {first}; masked positions are ignored")
+

@@ -1,0 +1,50 @@
+"""Shared fixtures: backend selection and poisoned allocations.
+
+On a machine without CUDA the Triton kernels run through Triton's interpreter, which must be
+switched on before triton is first imported: hence the environment is set here, at collection.
+"""
+import importlib.util
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from rbr_fast.ops import cpp_backend  # noqa: E402
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _backend_params():
+    params = [pytest.param("ref", id="ref")]
+    params.append(pytest.param("cpp", id="cpp", marks=pytest.mark.skipif(
+        not cpp_backend.available(), reason=f"C++ extension not available: {cpp_backend.unavailable_reason()}")))
+    params.append(pytest.param("triton", id="triton", marks=[pytest.mark.triton, pytest.mark.skipif(
+        not HAS_TRITON, reason="triton is not installed")]))
+    return params
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request, monkeypatch):
+    """Force one backend for the test through RBR_FAST_BACKEND; yields its name."""
+    name = request.param
+    if name == "cpp" and DEVICE != "cpu":
+        pytest.skip("the C++ backend runs on CPU tensors only")
+    monkeypatch.setenv("RBR_FAST_BACKEND", name)
+    return name
+
+
+@pytest.fixture
+def poisoned():
+    """Every torch/ATen allocation (incl. inside the C++ extension) is filled with NaN (integers with
+    their max), so an output element a kernel forgets to write fails the comparison."""
+    import torch.utils.deterministic as det
+    prev = (torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(prev[0])
+    det.fill_uninitialized_memory = prev[1]

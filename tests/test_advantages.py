@@ -1,0 +1,177 @@
+"""Every backend of the advantage ops against the float64 oracle, on fresh random inputs."""
+import numpy as np
+import pytest
+import torch
+
+import rbr_fast.ops as ops
+from conftest import DEVICE
+import oracle
+
+SHAPES = [(1, 1), (1, 7), (3, 1), (5, 37), (9, 129), (17, 70)]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}  # |out - ref| / |ref|
+
+
+def make_mask(B, T, gen, kind="random"):
+    """Random masks that exercise every layout: holes, all-false rows, left and right padding."""
+    if kind == "right":
+        lengths = torch.randint(0, T + 1, (B, 1), generator=gen)
+        return torch.arange(T)[None] < lengths
+    m = torch.rand(B, T, generator=gen) > 0.3
+    if B > 1:
+        m[1] = False  # an all-false row
+    if B > 2:
+        m[2] = True
+    if B > 3 and T > 2:
+        m[3, : T // 2] = False  # left padding
+    return m
+
+
+def rand(B, T, gen, dtype=torch.float32, scale=1.0):
+    return (torch.randn(B, T, generator=gen) * scale).to(dtype).to(DEVICE)
+
+
+def rel_err(out, ref, mask):
+    """Norm-relative error at valid positions; masked positions must be exactly 0."""
+    out = out.detach().double().cpu().numpy()
+    assert not np.isnan(out).any(), "NaN in output (an element was not written?)"
+    m = np.asarray(mask.cpu())
+    assert (out[~m] == 0).all(), "masked positions must be 0"
+    return np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30)
+
+
+def f64(x):
+    return x.double().cpu().numpy()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gae(backend, poisoned, shape, dtype):
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype))) % 2**31)
+    B, T = shape
+    r, v = rand(B, T, gen, dtype), rand(B, T, gen, dtype)
+    m = make_mask(B, T, gen).to(DEVICE)
+    adv, ret = ops.gae(r, v, m, gamma=0.99, lam=0.9)
+    assert adv.dtype == ret.dtype == dtype and adv.shape == ret.shape == (B, T)
+    ref_adv, ref_ret = oracle.gae(f64(r), f64(v), m.cpu(), 0.99, 0.9)
+    assert rel_err(adv, ref_adv, m) < TOL[dtype]
+    assert rel_err(ret, ref_ret, m) < TOL[dtype]
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.0, 0.95), (1.0, 0.0), (0.5, 0.5)])
+def test_gae_extremes(backend, poisoned, gamma, lam):
+    gen = torch.Generator().manual_seed(7)
+    B, T = 10, 150
+    r = rand(B, T, gen, scale=1e-6)
+    v = rand(B, T, gen, scale=1e4)
+    m = make_mask(B, T, gen)
+    # garbage at masked positions must be ignored
+    r[~m] = float("nan")
+    v[~m] = float("inf")
+    adv, ret = ops.gae(r, v, m.to(DEVICE), gamma=gamma, lam=lam)
+    ref_adv, ref_ret = oracle.gae(np.nan_to_num(f64(r)), np.nan_to_num(f64(v), posinf=0), m, gamma, lam)
+    assert rel_err(adv, ref_adv, m) < 1e-5 and rel_err(ret, ref_ret, m) < 1e-5
+
+
+def test_gae_right_padding_and_noncontiguous(backend, poisoned):
+    gen = torch.Generator().manual_seed(3)
+    B, T = 12, 90
+    r = rand(T, B, gen).t()  # non-contiguous [B, T] views
+    v = rand(B, 2 * T, gen)[:, ::2]
+    m = make_mask(B, T, gen, kind="right").to(DEVICE)
+    assert not r.is_contiguous() and not v.is_contiguous()
+    adv, ret = ops.gae(r, v, m, gamma=1.0, lam=0.95)
+    ref_adv, ref_ret = oracle.gae(f64(r), f64(v), m.cpu(), 1.0, 0.95)
+    assert rel_err(adv, ref_adv, m) < 1e-5 and rel_err(ret, ref_ret, m) < 1e-5
+
+
+def test_gae_mixed_dtypes(backend, poisoned):
+    gen = torch.Generator().manual_seed(4)
+    r, v = rand(6, 40, gen, torch.float32), rand(6, 40, gen, torch.bfloat16)
+    m = make_mask(6, 40, gen).to(DEVICE)
+    adv, _ = ops.gae(r, v, m)
+    assert adv.dtype == torch.float32
+    ref_adv, _ = oracle.gae(f64(r), f64(v), m.cpu(), 1.0, 0.95)
+    assert rel_err(adv, ref_adv, m) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES[3:])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shift_mean", [True, False])
+def test_masked_whiten(backend, poisoned, shape, dtype, shift_mean):
+    gen = torch.Generator().manual_seed(11)
+    x = rand(*shape, gen, dtype, scale=3.0) + 5.0
+    m = make_mask(*shape, gen).to(DEVICE)
+    out = ops.masked_whiten(x, m, shift_mean=shift_mean)
+    assert out.dtype == dtype
+    assert rel_err(out, oracle.whiten(f64(x), m.cpu(), shift_mean, 1e-8), m) < TOL[dtype]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("est", ["k1", "k2", "k3"])
+def test_shape_rewards(backend, poisoned, shape, est):
+    gen = torch.Generator().manual_seed(5)
+    B, T = shape
+    lp, ref = rand(B, T, gen) - 2, rand(B, T, gen) - 2
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    m = make_mask(B, T, gen).to(DEVICE)
+    out = ops.shape_rewards(s, lp, ref, m, kl_coef=0.1, kl_estimator=est)
+    expect = oracle.shape_rewards(f64(s), f64(lp), f64(ref), m.cpu(), 0.1, est)
+    assert rel_err(out, expect, m) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES[2:])
+@pytest.mark.parametrize("est", ["k1", "k3"])
+@pytest.mark.parametrize("whiten", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ppo_advantages(backend, poisoned, shape, est, whiten, dtype):
+    gen = torch.Generator().manual_seed(6)
+    B, T = shape
+    lp, ref, v = rand(B, T, gen, dtype) - 2, rand(B, T, gen, dtype) - 2, rand(B, T, gen, dtype)
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    m = make_mask(B, T, gen).to(DEVICE)
+    if whiten and m.sum() < 2:
+        m[0, :2] = True
+    out = ops.ppo_advantages(s, lp, ref, v, m, kl_coef=0.05, kl_estimator=est, gamma=0.99, lam=0.9, whiten=whiten)
+    adv, ret, kl = oracle.ppo_advantages(f64(s), f64(lp), f64(ref), f64(v), m.cpu(), 0.05, est, 0.99, 0.9, whiten, 1e-8)
+    assert out.advantages.dtype == dtype and out.kl.dtype == torch.float32 and out.kl.shape == (B,)
+    assert rel_err(out.advantages, adv, m) < TOL[dtype]
+    assert rel_err(out.returns, ret, m) < TOL[dtype]
+    assert np.linalg.norm(f64(out.kl) - kl) <= 1e-4 * max(np.linalg.norm(kl), 1.0)
+
+
+def test_ppo_advantages_equals_composition(backend):
+    """The fused op is exactly the three ops in turn (same backend)."""
+    gen = torch.Generator().manual_seed(8)
+    B, T = 9, 77
+    lp, ref, v = rand(B, T, gen), rand(B, T, gen), rand(B, T, gen)
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    m = make_mask(B, T, gen).to(DEVICE)
+    fused = ops.ppo_advantages(s, lp, ref, v, m, kl_coef=0.1, kl_estimator="k2", whiten=True)
+    rew = ops.shape_rewards(s, lp, ref, m, kl_coef=0.1, kl_estimator="k2")
+    adv, ret = ops.gae(rew, v, m)
+    torch.testing.assert_close(fused.returns, ret, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.advantages, ops.masked_whiten(adv, m), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rewards", "values"])
+def test_gae_nan_at_valid_position_raises(backend, name):
+    gen = torch.Generator().manual_seed(9)
+    x = {"rewards": rand(4, 20, gen), "values": rand(4, 20, gen)}
+    m = torch.ones(4, 20, dtype=torch.bool, device=DEVICE)
+    x[name][2, 5] = float("nan")
+    with pytest.raises(ValueError, match=f"`{name}`.*row 2"):
+        ops.gae(x["rewards"], x["values"], m)
+
+
+@pytest.mark.parametrize("name", ["logprobs", "ref_logprobs", "values"])
+def test_ppo_nan_at_valid_position_raises(backend, name):
+    gen = torch.Generator().manual_seed(10)
+    x = {k: rand(4, 20, gen) for k in ("logprobs", "ref_logprobs", "values")}
+    m = torch.ones(4, 20, dtype=torch.bool, device=DEVICE)
+    x[name][1, 19] = float("inf")
+    with pytest.raises(ValueError, match=f"`{name}`.*row 1"):
+        ops.ppo_advantages(torch.zeros(4, device=DEVICE), x["logprobs"], x["ref_logprobs"], x["values"], m)
+    if name != "values":
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            ops.shape_rewards(torch.zeros(4, device=DEVICE), x["logprobs"], x["ref_logprobs"], m, kl_coef=0.1)

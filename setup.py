@@ -26,7 +26,7 @@ if torch is not None and os.environ.get("RBR_FAST_NO_EXT") != "1":
     use_cuda = (bool(cuda_sources) and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
                 and os.environ.get("RBR_FAST_NO_CUDA") != "1")
     # keep in step with CXX_FLAGS in rbr_fast/ops/cpp_backend.py (the build-on-first-use path)
-    args = dict(extra_compile_args={"cxx": ["-O3", "-fopenmp", "-march=native", "-fopt-info-vec-optimized"], "nvcc": ["-O3"]}, extra_link_args=["-fopenmp"])
+    args = dict(extra_compile_args={"cxx": ["-O3", "-fopenmp"], "nvcc": ["-O3"]}, extra_link_args=["-fopenmp"])
     if use_cuda:
         ext = cpp_extension.CUDAExtension("rbr_fast._C", sources + cuda_sources, **args)
     else:

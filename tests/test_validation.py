@@ -1,0 +1,131 @@
+"""Bad inputs to every public advantage op: the right exception type, and a message naming the argument."""
+import pytest
+import torch
+
+import rbr_fast.ops as ops
+from conftest import DEVICE
+
+B, T = 4, 10
+
+
+def good():
+    g = torch.Generator().manual_seed(0)
+    t = lambda: torch.randn(B, T, generator=g).to(DEVICE)  # noqa: E731
+    return {"rewards": t(), "values": t(), "logprobs": t(), "ref_logprobs": t(), "x": t(),
+            "scores": torch.randn(B, generator=g).to(DEVICE), "mask": torch.ones(B, T, dtype=torch.bool, device=DEVICE)}
+
+
+CALLS = {
+    "gae": (lambda a: ops.gae(a["rewards"], a["values"], a["mask"]), ("rewards", "values", "mask")),
+    "masked_whiten": (lambda a: ops.masked_whiten(a["x"], a["mask"]), ("x", "mask")),
+    "shape_rewards": (lambda a: ops.shape_rewards(a["scores"], a["logprobs"], a["ref_logprobs"], a["mask"], 0.1),
+                      ("scores", "logprobs", "ref_logprobs", "mask")),
+    "ppo_advantages": (lambda a: ops.ppo_advantages(a["scores"], a["logprobs"], a["ref_logprobs"], a["values"],
+                                                    a["mask"]), ("scores", "logprobs", "ref_logprobs", "values", "mask")),
+}
+CASES = [(op, arg) for op, (_, args) in CALLS.items() for arg in args]
+
+
+def check(op, arg, value, exc):
+    a = good()
+    a[arg] = value(a[arg])
+    with pytest.raises(exc, match=f"{op}: .*`{arg}`"):
+        CALLS[op][0](a)
+
+
+@pytest.mark.parametrize("op,arg", CASES)
+def test_wrong_rank(op, arg):
+    check(op, arg, lambda x: x[None], ValueError)
+
+
+@pytest.mark.parametrize("op,arg", CASES)
+def test_mismatched_shape(op, arg):
+    check(op, arg, lambda x: x[:-1], ValueError)
+
+
+@pytest.mark.parametrize("op,arg", [c for c in CASES if c[1] != "mask"])
+def test_wrong_dtype(op, arg):
+    check(op, arg, lambda x: x.to(torch.int32), TypeError)
+
+
+@pytest.mark.parametrize("op,arg", [c for c in CASES if c[1] not in ("mask", "scores")])
+def test_float64_per_token_rejected(op, arg):
+    check(op, arg, lambda x: x.double(), TypeError)
+
+
+@pytest.mark.parametrize("op", CALLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
+def test_mask_wrong_dtype(op, dtype):
+    a = good()
+    a["mask"] = a["mask"].to(dtype)
+    with pytest.raises(TypeError, match=rf"{op}: `mask`.*mask\.bool\(\)"):
+        CALLS[op][0](a)
+
+
+@pytest.mark.parametrize("op,arg", CASES)
+def test_not_a_tensor(op, arg):
+    check(op, arg, lambda x: x.tolist(), TypeError)
+
+
+@pytest.mark.parametrize("op,arg", CASES)
+def test_different_device(op, arg):
+    check(op, arg, lambda x: x.to("meta"), ValueError)
+
+
+@pytest.mark.parametrize("op", CALLS)
+def test_empty_batch(op):
+    a = {k: v[:0] for k, v in good().items()}
+    with pytest.raises(ValueError, match=f"{op}: `.*empty"):
+        CALLS[op][0](a)
+
+
+@pytest.mark.parametrize("op,arg", [c for c in CASES if c[1] != "mask"])
+def test_nan_at_valid_position(backend, op, arg):
+    a = good()
+    a[arg] = a[arg].clone()
+    a[arg].view(-1)[1] = float("nan")
+    with pytest.raises(ValueError, match=f"`{arg}`.*NaN"):
+        CALLS[op][0](a)
+
+
+def test_nan_at_masked_position_is_ignored(backend):
+    a = good()
+    a["mask"][:, -3:] = False
+    for k in ("rewards", "values", "logprobs", "ref_logprobs", "x"):
+        a[k][:, -3:] = float("nan")
+    for fn, _ in CALLS.values():
+        fn(a)
+
+
+@pytest.mark.parametrize("kw,exc", [({"gamma": 1.5}, ValueError), ({"gamma": float("nan")}, ValueError),
+                                    ({"lam": -0.1}, ValueError), ({"gamma": "0.9"}, TypeError)])
+def test_bad_gamma_lam(kw, exc):
+    a = good()
+    with pytest.raises(exc, match=f"gae: `{next(iter(kw))}`"):
+        ops.gae(a["rewards"], a["values"], a["mask"], **kw)
+
+
+def test_bad_kl_estimator_and_coef():
+    a = good()
+    with pytest.raises(ValueError, match="`kl_estimator`"):
+        ops.shape_rewards(a["scores"], a["logprobs"], a["ref_logprobs"], a["mask"], 0.1, kl_estimator="k4")
+    with pytest.raises(ValueError, match="`kl_coef`"):
+        ops.shape_rewards(a["scores"], a["logprobs"], a["ref_logprobs"], a["mask"], float("inf"))
+
+
+def test_whiten_needs_two_valid_positions():
+    a = good()
+    a["mask"][:] = False
+    a["mask"][0, 0] = True
+    with pytest.raises(ValueError, match="at least 2"):
+        ops.masked_whiten(a["x"], a["mask"])
+
+
+def test_forced_backend_that_cannot_run(monkeypatch):
+    monkeypatch.setenv("RBR_FAST_BACKEND", "cpp")
+    a = good()
+    with pytest.raises(RuntimeError, match="RBR_FAST_BACKEND=cpp"):
+        ops.gae(a["rewards"].to("meta"), a["values"].to("meta"), a["mask"].to("meta"))
+    monkeypatch.setenv("RBR_FAST_BACKEND", "nope")
+    with pytest.raises(RuntimeError, match="RBR_FAST_BACKEND"):
+        ops.gae(a["rewards"], a["values"], a["mask"])

@@ -9,9 +9,19 @@ CUDA sources (``csrc/cuda/*.cu``; none yet, the GPU path is Triton) are added on
 toolkit and a CUDA build of torch are present, unless ``RBR_FAST_NO_CUDA=1``.
 """
 import glob
+import importlib.util
 import os
 
 from setuptools import setup
+
+
+def _cxx_flags():
+    """Flags shared with the build-on-first-use path, read from the package without importing it."""
+    spec = importlib.util.spec_from_file_location("build_flags", "rbr_fast/ops/build_flags.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.cxx_flags()
+
 
 ext_modules, cmdclass = [], {}
 try:
@@ -25,8 +35,7 @@ if torch is not None and os.environ.get("RBR_FAST_NO_EXT") != "1":
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     use_cuda = (bool(cuda_sources) and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
                 and os.environ.get("RBR_FAST_NO_CUDA") != "1")
-    # keep in step with CXX_FLAGS in rbr_fast/ops/cpp_backend.py (the build-on-first-use path)
-    args = dict(extra_compile_args={"cxx": ["-O3", "-fopenmp"], "nvcc": ["-O3"]}, extra_link_args=["-fopenmp"])
+    args = dict(extra_compile_args={"cxx": _cxx_flags(), "nvcc": ["-O3"]}, extra_link_args=["-fopenmp"])
     if use_cuda:
         ext = cpp_extension.CUDAExtension("rbr_fast._C", sources + cuda_sources, **args)
     else:

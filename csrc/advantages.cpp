@@ -6,6 +6,9 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#if defined(__SSE4_1__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -74,12 +77,27 @@ inline f32x8 load8(const scalar_t* p, int n) {
 
 // n (<= 8) mask bytes as lanes of -1 (valid) / 0, zero-filled past n.
 inline i32x8 load_mask8(const bool* p, int n) {
-  u8x8 b = {};
+  int64_t bits = 0;
   if (n == 8)
-    std::memcpy(&b, p, 8);  // fixed size: one load, not a call
+    std::memcpy(&bits, p, 8);  // fixed size: one load, not a call
   else
-    for (int i = 0; i < n; ++i) b[i] = p[i];
+    std::memcpy(&bits, p, n);
+#if defined(__AVX2__)
+  const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bits));
+  return reinterpret_cast<const i32x8&>(wide) != 0;
+#elif defined(__SSE4_1__)
+  // without AVX2 the generic widening below is done byte by byte; two 4-lane widenings are not
+  const __m128i b = _mm_cvtsi64_si128(bits), zero = _mm_setzero_si128();
+  const __m128i lo = _mm_cmpgt_epi32(_mm_cvtepu8_epi32(b), zero);
+  const __m128i hi = _mm_cmpgt_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(b, 4)), zero);
+  i32x8 m;
+  std::memcpy(&m, &lo, 16), std::memcpy(reinterpret_cast<char*>(&m) + 16, &hi, 16);
+  return m;
+#else
+  u8x8 b;
+  std::memcpy(&b, &bits, 8);
   return -__builtin_convertvector(b, i32x8);
+#endif
 }
 
 template <typename scalar_t>
@@ -93,8 +111,8 @@ inline void store8(scalar_t* p, f32x8 v, int n) {
 
 // -1 in lanes holding NaN or +-inf.
 inline i32x8 nonfinite8(f32x8 x) {
-  const i32x8 exp_bits = reinterpret_cast<i32x8&>(x) & 0x7f800000;
-  return exp_bits == 0x7f800000;
+  const f32x8 d = x - x;  // NaN for NaN and +-inf, 0 otherwise; a float compare is 8-wide on plain AVX
+  return d != d;
 }
 
 inline f32x8 kl8(f32x8 lp, f32x8 ref, int64_t est) {
@@ -104,6 +122,35 @@ inline f32x8 kl8(f32x8 lp, f32x8 ref, int64_t est) {
   f32x8 k;
   for (int i = 0; i < 8; ++i) k[i] = kl_of(lp[i], ref[i], K3);
   return k;
+}
+
+// Prefetch the cache lines of n elements at p (for writing when `write`).
+template <typename E>
+inline void prefetch_span(const E* p, int64_t n, bool write) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t i = 0; i < n * static_cast<int64_t>(sizeof(E)); i += 64) {
+    if (write)
+      __builtin_prefetch(c + i, 1, 1);
+    else
+      __builtin_prefetch(c + i, 0, 1);
+  }
+}
+
+// Which inputs of one row are non-finite at valid positions (bit order as in the Python layer).
+// Only called for rows whose advantages came out non-finite: any NaN/inf input at a valid position
+// reaches that position's advantage, so the hot loop checks the output instead of every input.
+template <typename scalar_t, bool Shaped>
+int32_t row_flags(const scalar_t* rew, const scalar_t* ref, const scalar_t* val, const bool* mask, int64_t T) {
+  int32_t word = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    if (!mask[t]) continue;
+    const bool r_bad = !std::isfinite(static_cast<float>(rew[t])), v_bad = !std::isfinite(static_cast<float>(val[t]));
+    if constexpr (Shaped)
+      word |= r_bad | (!std::isfinite(static_cast<float>(ref[t])) << 1) | (v_bad << 2);
+    else
+      word |= r_bad | (v_bad << 1);
+  }
+  return word;
 }
 
 // Backward GAE over one group of up to kLanes rows (row k starts at offset k*T; lanes past `rows`
@@ -122,7 +169,7 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
   const f32x8 zero = {};
   f32x8 next_v = zero, last = zero, scr = zero;
   i32x8 pending = ~i32x8{};  // all lanes: the score has not been placed yet
-  i32x8 bad[kLanes] = {};
+  f32x8 poison = zero;  // NaN in the lanes whose advantage went non-finite at a valid position
   double s1[kLanes] = {}, s2[kLanes] = {}, kls[kLanes] = {};
   int64_t n[kLanes] = {};
   for (int k = 0; k < rows; ++k)
@@ -130,6 +177,17 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
   for (int64_t t1 = T; t1 > 0; t1 -= kTile) {
     const int64_t t0 = std::max<int64_t>(0, t1 - kTile);
     const int len = static_cast<int>(t1 - t0), blocks = (len + 7) / 8;
+    // Up to 5 x 8 row streams walking backwards exceed what the hardware prefetchers track, so
+    // once the rows outgrow L2 every tile would wait on memory: fetch the next tile by hand.
+    if (t0 > 0) {
+      const int64_t p0 = std::max<int64_t>(0, t0 - kTile);
+      for (int k = 0; k < rows; ++k) {
+        prefetch_span(val + k * T + p0, t0 - p0, false), prefetch_span(rew + k * T + p0, t0 - p0, false);
+        prefetch_span(mask + k * T + p0, t0 - p0, false);
+        if constexpr (Shaped) prefetch_span(ref + k * T + p0, t0 - p0, false);
+        prefetch_span(adv + k * T + p0, t0 - p0, true), prefetch_span(ret + k * T + p0, t0 - p0, true);
+      }
+    }
     for (int jb = 0; jb < blocks; ++jb) {
       const int w = std::min(8, len - 8 * jb);
       f32x8 r[8], v[8], m[8];
@@ -141,10 +199,8 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
         if constexpr (Shaped) {
           const f32x8 lp = load8(rew + o, wk), rf = load8(ref + o, wk);
           r[k] = kl8(lp, rf, est);  // staged as the KL estimate; the reward is formed below
-          bad[k] |= mk & ((nonfinite8(lp) & 1) | (nonfinite8(rf) & 2) | (nonfinite8(v[k]) & 4));
         } else {
           r[k] = load8(rew + o, wk);
-          bad[k] |= mk & ((nonfinite8(r[k]) & 1) | (nonfinite8(v[k]) & 2));
         }
         m[k] = reinterpret_cast<const f32x8&>(mk);
       }
@@ -168,6 +224,7 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
       next_v = m ? v : next_v;
       ab[j] = m ? a : zero;
       qb[j] = m ? a + v : zero;
+      poison += ab[j] * 0.f;  // 0 for finite values, NaN for NaN/inf
       if constexpr (Shaped) {
         ts1 += ab[j];
         ts2 += ab[j] * ab[j];
@@ -188,9 +245,8 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
     for (int k = 0; k < rows; ++k) s1[k] += ts1[k], s2[k] += ts2[k], kls[k] += tkl[k], n[k] += tn[k];
   }
   for (int k = 0; k < rows; ++k) {
-    int32_t word = 0;
-    for (int i = 0; i < 8; ++i) word |= bad[k][i];
-    flags[k] = word;
+    flags[k] = poison[k] == poison[k] ? 0 : row_flags<scalar_t, Shaped>(rew + k * T, Shaped ? ref + k * T : nullptr, val + k * T,
+                                                                       mask + k * T, T);
     if constexpr (Shaped) sum[k] = s1[k], sumsq[k] = s2[k], klsum[k] = kls[k], count[k] = n[k];
   }
 }

@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from rbr_fast.alloc import tune_malloc
+
 Size = tuple[int, int]  # (B, T)
 Inputs = dict[str, Any]  # tensors and scalar hyper-parameters; tensors of shape [B, T] carry a "mask"
 
@@ -422,8 +424,11 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
 def run(cases: list[Case], sizes: Optional[list[Size]], opts: Options) -> int:
     """Benchmark ``cases`` (at ``sizes``, or each case's own), report, and return an exit status:
     1 when our op failed or a peer disagreed with it."""
+    # every implementation gets the same allocator: without this, glibc page-faults in each
+    # fresh multi-MiB output again and that, not the op, dominates CPU timings
     env = environment(opts.device)
-    for k in ("device", "torch", "triton", "python", "threads", "backend", "git_commit"):
+    env["tune_malloc"] = str(tune_malloc())
+    for k in ("device", "torch", "triton", "python", "threads", "backend", "git_commit", "tune_malloc"):
         _say(f"# {k}: {env[k]}")
     for k, val in gpu_telemetry(opts.device).items():
         _say(f"# {k}: {val}")

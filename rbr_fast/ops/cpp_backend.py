@@ -11,11 +11,11 @@ import functools
 import os
 from pathlib import Path
 
+from .build_flags import cxx_flags
 from .reference import KL_ESTIMATORS
 
 NAME = "cpp"
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
-CXX_FLAGS = ["-O3", "-fopenmp"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,7 +31,7 @@ def _load():
         return None, f"the C++ extension is not built ({prebuilt_error}) and no csrc/ sources are beside the package"
     try:
         from torch.utils.cpp_extension import load
-        return load(name="rbr_fast_C", sources=sources, extra_cflags=CXX_FLAGS, extra_ldflags=["-fopenmp"],
+        return load(name="rbr_fast_C", sources=sources, extra_cflags=cxx_flags(), extra_ldflags=["-fopenmp"],
                     verbose=os.environ.get("RBR_FAST_VERBOSE_BUILD") == "1"), None
     except Exception as e:  # no compiler, missing headers, ...: degrade to the reference backend
         return None, (f"the C++ extension is not built and compiling it failed ({type(e).__name__}: "

@@ -1,0 +1,77 @@
+"""``rbr-fast`` command line (also ``python -m rbr_fast``).
+
+  rbr-fast demo     a short tour of the ops on a random rollout batch, checked against the
+                    reference backend, then a quick benchmark table
+  rbr-fast bench    the full benchmark (``python -m rbr_fast.bench``; options pass through)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def _rollout(B: int, T: int, seed: int = 0) -> dict:
+    """A random PPO batch: right-padded responses of random length, a tool-output hole in a few rows."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(T // 4, T + 1, (B, 1), generator=g)
+    mask = torch.arange(T)[None] < lengths
+    mask[::4, T // 8: T // 8 + 5] = False  # tokens the policy did not generate
+    logprobs = -3 * torch.rand(B, T, generator=g)
+    return {"scores": torch.randn(B, generator=g), "logprobs": logprobs,
+            "ref_logprobs": logprobs + 0.1 * torch.randn(B, T, generator=g),
+            "values": torch.randn(B, T, generator=g), "mask": mask}
+
+
+def demo(args: argparse.Namespace) -> int:
+    import os
+
+    import rbr_fast
+    from rbr_fast.ops import backend_name
+    from rbr_fast.ops import reference
+
+    rbr_fast.tune_malloc()
+    x = _rollout(args.batch, args.length)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"rbr_fast {rbr_fast.__version__}: torch {torch.__version__}, device {device}, "
+          f"backend {backend_name(device)} (RBR_FAST_BACKEND={os.environ.get('RBR_FAST_BACKEND', 'auto')})")
+    xs = {k: v.to(device) for k, v in x.items()}
+    out = rbr_fast.ppo_advantages(xs["scores"], xs["logprobs"], xs["ref_logprobs"], xs["values"], xs["mask"],
+                                  kl_coef=0.05, kl_estimator="k3", gamma=1.0, lam=0.95, whiten=True)
+    ref = reference.ppo_advantages(x["scores"], x["logprobs"], x["ref_logprobs"], x["values"], x["mask"],
+                                   0.05, "k3", 1.0, 0.95, True, 1e-8)
+    err = max(float((out.advantages.cpu() - ref[0]).abs().max()), float((out.returns.cpu() - ref[1]).abs().max()))
+    m = x["mask"]
+    print(f"ppo_advantages on a [{args.batch}, {args.length}] batch ({int(m.sum())} valid tokens): "
+          f"mean KL/row {float(out.kl.mean()):.4f}, advantages mean {float(out.advantages[m.to(device)].mean()):+.2e} "
+          f"std {float(out.advantages[m.to(device)].std()):.3f}; max |diff| vs reference {err:.1e}")
+    if err > 1e-3:
+        print("!! the fast backend disagrees with the reference", file=sys.stderr)
+        return 1
+    if args.no_bench:
+        return 0
+    from rbr_fast.bench.__main__ import main as bench_main
+    print("\nquick benchmark (python -m rbr_fast.bench for the full one):", flush=True)
+    return bench_main(["--quick", "--ops", "gae,ppo_advantages", "--sizes", "64x512,256x2048", "--out", args.out])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from rbr_fast.bench.__main__ import main as bench_main
+        return bench_main(argv[1:])
+    p = argparse.ArgumentParser(prog="rbr-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="tour of the ops plus a quick benchmark")
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--length", type=int, default=512)
+    d.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
+    d.add_argument("--out", default=".", help="benchmark results go to OUT/bench_results/")
+    sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
+    a = p.parse_args(argv)
+    return demo(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
 from rbr_fast.ops import cpp_backend  # noqa: E402
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from common import DEVICE  # noqa: E402
 
 
 def _backend_params():

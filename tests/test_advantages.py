@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rbr_fast.ops as ops
-from conftest import DEVICE
+from common import DEVICE
 import oracle
 
 SHAPES = [(1, 1), (1, 7), (3, 1), (5, 37), (9, 129), (17, 70)]

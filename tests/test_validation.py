@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import rbr_fast.ops as ops
-from conftest import DEVICE
+from common import DEVICE
 
 B, T = 4, 10
 

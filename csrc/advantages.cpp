@@ -6,12 +6,11 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#if defined(__SSE4_1__)
-#include <immintrin.h>
-#endif
 #include <cstring>
 #include <type_traits>
 #include <vector>
+
+#include "simd.h"
 
 namespace rbr_fast {
 namespace {
@@ -32,18 +31,8 @@ struct RowStats {
   explicit RowStats(int64_t B) : sum(B, 0.0), sumsq(B, 0.0), kl(B, 0.0), count(B, 0) {}
 };
 
-// GCC/Clang vector extensions: kLanes rows of a group advance together, one row per lane.
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef uint8_t u8x8 __attribute__((vector_size(8)));
 constexpr int kLanes = 8;
 constexpr int kTile = 64;  // time steps staged per pass: 5 buffers x 64 x 32 B stay in L1
-
-#if defined(__clang__)
-#define RBR_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define RBR_SHUF(a, b, ...) __builtin_shuffle(a, b, i32x8{__VA_ARGS__})
-#endif
 
 // In-register 8x8 transpose: x[r][c] -> x[c][r] (three rounds of two-input shuffles).
 inline void transpose8(f32x8 (&x)[8]) {
@@ -63,57 +52,6 @@ inline void transpose8(f32x8 (&x)[8]) {
   }
 }
 
-// n (<= 8) consecutive elements as float lanes, zero-filled past n.
-template <typename scalar_t>
-inline f32x8 load8(const scalar_t* p, int n) {
-  f32x8 v = {};
-  if (std::is_same<scalar_t, float>::value && n == 8) {
-    std::memcpy(&v, p, sizeof v);
-  } else {
-    for (int i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
-  }
-  return v;
-}
-
-// n (<= 8) mask bytes as lanes of -1 (valid) / 0, zero-filled past n.
-inline i32x8 load_mask8(const bool* p, int n) {
-  int64_t bits = 0;
-  if (n == 8)
-    std::memcpy(&bits, p, 8);  // fixed size: one load, not a call
-  else
-    std::memcpy(&bits, p, n);
-#if defined(__AVX2__)
-  const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bits));
-  return reinterpret_cast<const i32x8&>(wide) != 0;
-#elif defined(__SSE4_1__)
-  // without AVX2 the generic widening below is done byte by byte; two 4-lane widenings are not
-  const __m128i b = _mm_cvtsi64_si128(bits), zero = _mm_setzero_si128();
-  const __m128i lo = _mm_cmpgt_epi32(_mm_cvtepu8_epi32(b), zero);
-  const __m128i hi = _mm_cmpgt_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(b, 4)), zero);
-  i32x8 m;
-  std::memcpy(&m, &lo, 16), std::memcpy(reinterpret_cast<char*>(&m) + 16, &hi, 16);
-  return m;
-#else
-  u8x8 b;
-  std::memcpy(&b, &bits, 8);
-  return -__builtin_convertvector(b, i32x8);
-#endif
-}
-
-template <typename scalar_t>
-inline void store8(scalar_t* p, f32x8 v, int n) {
-  if (std::is_same<scalar_t, float>::value && n == 8) {
-    std::memcpy(p, &v, sizeof v);
-  } else {
-    for (int i = 0; i < n; ++i) p[i] = static_cast<scalar_t>(v[i]);
-  }
-}
-
-// -1 in lanes holding NaN or +-inf.
-inline i32x8 nonfinite8(f32x8 x) {
-  const f32x8 d = x - x;  // NaN for NaN and +-inf, 0 otherwise; a float compare is 8-wide on plain AVX
-  return d != d;
-}
 
 inline f32x8 kl8(f32x8 lp, f32x8 ref, int64_t est) {
   const f32x8 d = lp - ref;
@@ -297,12 +235,6 @@ void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t nume
 }
 
 at::Tensor int64_scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
-
-// The per-token dtypes the Python layer admits (float64 is rejected there).
-#define RBR_DISPATCH(T, NAME, ...)                          \
-  AT_DISPATCH_SWITCH(T, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                                  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
-                                  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 }  // namespace
 

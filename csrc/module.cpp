@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "advantages.h"
+#include "logprobs.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rbr_fast CPU kernels (validated inputs only: call them through rbr_fast.ops)";
@@ -9,4 +10,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("masked_whiten", &rbr_fast::masked_whiten);
   m.def("shape_rewards", &rbr_fast::shape_rewards);
   m.def("ppo_advantages", &rbr_fast::ppo_advantages);
+  m.def("yes_no_lse", &rbr_fast::yes_no_lse);
+  m.def("label_logprobs", &rbr_fast::label_logprobs);
+  m.def("label_logprobs_backward", &rbr_fast::label_logprobs_backward);
 }

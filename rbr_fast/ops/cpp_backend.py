@@ -65,3 +65,15 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator):
 def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator, gamma, lam, whiten, eps):
     return tuple(_C().ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef,
                                      KL_ESTIMATORS.index(kl_estimator), gamma, lam, whiten, eps))
+
+
+def yes_no_lse(logits, yes_ids, no_ids):
+    return tuple(_C().yes_no_lse(logits, yes_ids, no_ids))
+
+
+def label_logprobs(logits, labels, inv_temp, ignore_index):
+    return tuple(_C().label_logprobs(logits, labels, inv_temp, ignore_index))
+
+
+def label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index):
+    return _C().label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index)

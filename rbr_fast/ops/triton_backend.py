@@ -233,3 +233,7 @@ def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_est
     else:
         count = mask.sum().to(torch.int64)
     return adv, ret, kl, count, flags
+
+
+# the log-prob kernels live in their own module; the backend is the union
+from .triton_logprobs import label_logprobs, label_logprobs_backward, yes_no_lse  # noqa: E402,F401

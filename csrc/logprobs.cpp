@@ -1,6 +1,6 @@
-// CPU kernels for the log-prob ops: each row of the logits is read twice (max, then the sum of
-// exponentials; a row of a 50k vocabulary stays in L2 between the two), never copied or upcast
-// into a [N, V] float32 buffer. Rows are independent and split across threads.
+// CPU kernels for the log-prob ops: each row of the logits is read once (online max / sum of
+// exponentials), never copied or upcast into a [N, V] float32 buffer. Rows are independent and
+// split across threads.
 #include "logprobs.h"
 
 #include <ATen/Parallel.h>
@@ -22,44 +22,61 @@ inline f32x8 load_tail(const scalar_t* p, int n) {
   return kLane < n ? load8(p, n) : f32x8{} - kInf;
 }
 
-// Max of inv * x over a row (inv > 0) and whether the row holds NaN or +inf.
-template <typename scalar_t>
-inline float row_max(const scalar_t* x, int64_t V, float inv, bool* bad) {
-  f32x8 m = f32x8{} - kInf;
-  i32x8 b = {};
-  int64_t j = 0;
-  for (; j + 8 <= V; j += 8) {
-    const f32x8 z = load8(x + j, 8);
-    b |= (z != z) | (z == kInf);
-    m = z > m ? z : m;
-  }
-  if (j < V) {
-    const f32x8 z = load_tail(x + j, static_cast<int>(V - j));
-    b |= (z != z) | (z == kInf);
-    m = z > m ? z : m;
-  }
-  int32_t any = 0;
-  for (int i = 0; i < 8; ++i) any |= b[i];
-  *bad = any != 0;
-  return hmax8(m) * inv;
-}
+// One pass over a row with z = inv * x: per-lane running max m, sum s of exp(z - m) and, when
+// Entropy, sum d of exp(z - m) * z (0 for -inf entries). Blocks of kBlock vectors are max-reduced
+// from registers first, so the running sums are rescaled once per block, not per element.
+// NaN and +inf are not checked here: they turn the sum into NaN, which row_result reports.
+constexpr int kBlock = 8;  // tree_sum8 assumes 8
 
-// sum_j exp(inv*x_j - m) and, when Entropy, sum_j exp(inv*x_j - m) * inv*x_j (0 for -inf entries).
+// A tree, not a chain of dependent adds.
+inline f32x8 tree_sum8(const f32x8* v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
 template <typename scalar_t, bool Entropy>
-inline void row_sums(const scalar_t* x, int64_t V, float inv, float m, float* sum, float* dot) {
-  f32x8 s = {}, d = {};
-  auto step = [&](f32x8 raw) {
-    const f32x8 z = raw * inv;
-    const f32x8 e = exp8_nonpos(z - m);
-    s += e;
-    if constexpr (Entropy) d += e > 0.f ? e * z : f32x8{};
-  };
-  int64_t j = 0;
-  for (; j + 8 <= V; j += 8) step(load8(x + j, 8));
-  if (j < V) step(load_tail(x + j, static_cast<int>(V - j)));
-  *sum = hsum8(s);
-  if constexpr (Entropy) *dot = hsum8(d);
-}
+struct RowScan {
+  f32x8 m = f32x8{} - kInf, s = {}, d = {};
+
+  void block(const f32x8* z) {
+    f32x8 bm = z[0];
+    for (int i = 1; i < kBlock; ++i) bm = z[i] > bm ? z[i] : bm;
+    const f32x8 mn = bm > m ? bm : m;
+    const f32x8 shift = mn == -kInf ? f32x8{} : mn;  // lanes with only -inf so far: nothing to scale
+    const f32x8 scale = exp8_nonpos(m - shift);
+    s *= scale;
+    if constexpr (Entropy) d *= scale;
+    f32x8 e[kBlock], ez[kBlock];
+    for (int i = 0; i < kBlock; ++i) {
+      e[i] = exp8_nonpos(z[i] - shift);
+      if constexpr (Entropy) ez[i] = e[i] > 0.f ? e[i] * z[i] : f32x8{};
+    }
+    s += tree_sum8(e);
+    if constexpr (Entropy) d += tree_sum8(ez);
+    m = mn;
+  }
+
+  void run(const scalar_t* x, int64_t V, float inv) {
+    f32x8 z[kBlock];
+    int64_t j = 0;
+    for (; j + 8 * kBlock <= V; j += 8 * kBlock) {
+      for (int i = 0; i < kBlock; ++i) z[i] = load8(x + j + 8 * i, 8) * inv;
+      block(z);
+    }
+    if (j < V) {  // the tail, padded with -inf (no mass) to a whole block
+      for (int i = 0; i < kBlock; ++i, j += 8)
+        z[i] = j < V ? load_tail(x + j, static_cast<int>(std::min<int64_t>(8, V - j))) * inv : f32x8{} - kInf;
+      block(z);
+    }
+  }
+
+  // (max, sum exp(z - max), sum exp(z - max) * z); bad when the row held NaN/+inf or only -inf.
+  void result(float* mx, float* sum, float* dot, bool* bad) const {
+    const float M = hmax8(m);
+    const f32x8 w = exp8_nonpos(m - (M == -kInf ? 0.f : M));
+    *mx = M;
+    *sum = hsum8(s * w);
+    if constexpr (Entropy) *dot = hsum8(d * w);
+    *bad = !std::isfinite(*sum) || !std::isfinite(M);
+  }
+};
 
 // logsumexp of the row's entries at ids (few of them: scalar).
 template <typename scalar_t>
@@ -91,12 +108,13 @@ std::vector<at::Tensor> yes_no_lse(const at::Tensor& logits, const at::Tensor& y
     at::parallel_for(0, N, row_grain(V), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* x = base + r * V;
+        RowScan<scalar_t, false> scan;
+        scan.run(x, V, 1.f);
+        float m, s;
         bool bad;
-        const float m = row_max(x, V, 1.f, &bad);
-        float s = 0.f;
-        if (!bad && m != -kInf) row_sums<scalar_t, false>(x, V, 1.f, m, &s, nullptr);
-        fl[r] = bad || m == -kInf;
-        o[r] = m == -kInf ? -kInf : m + std::log(s);
+        scan.result(&m, &s, nullptr, &bad);
+        fl[r] = bad;
+        o[r] = m + std::log(s);
         oy[r] = ids_lse(x, yes, ky), on[r] = ids_lse(x, no, kn);
       }
     });
@@ -118,12 +136,13 @@ std::vector<at::Tensor> label_logprobs(const at::Tensor& logits, const at::Tenso
     at::parallel_for(0, N, row_grain(V), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* x = base + r * V;
+        RowScan<scalar_t, true> scan;
+        scan.run(x, V, inv);
+        float m, s, d;
         bool bad;
-        const float m = row_max(x, V, inv, &bad);
-        float s = 1.f, d = 0.f;
-        if (!bad && m != -kInf) row_sums<scalar_t, true>(x, V, inv, m, &s, &d);
+        scan.result(&m, &s, &d, &bad);
         const float l = m + std::log(s);
-        fl[r] = bad || m == -kInf;
+        fl[r] = bad;
         ls[r] = l;
         en[r] = l - d / s;
         lp[r] = lab[r] == ignore_index ? 0.f : static_cast<float>(x[lab[r]]) * inv - l;

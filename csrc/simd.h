@@ -3,11 +3,13 @@
 // a vectorised exp, and the dtype dispatch. Everything computes in float32.
 #pragma once
 #include <ATen/Dispatch.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-#if defined(__SSE4_1__)
+#if defined(__SSE4_1__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -27,11 +29,30 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 template <typename scalar_t>
 inline f32x8 load8(const scalar_t* p, int n) {
   f32x8 v = {};
-  if (std::is_same<scalar_t, float>::value && n == 8) {
-    std::memcpy(&v, p, sizeof v);
-  } else {
-    for (int i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
+  if (n == 8) {
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      std::memcpy(&v, p, sizeof v);
+      return v;
+    }
+#if defined(__SSE4_1__)
+    if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) {
+      // bf16 is the top half of a float: widen the 16-bit patterns and shift them up
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i lo = _mm_slli_epi32(_mm_cvtepu16_epi32(h), 16);
+      const __m128i hi = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_srli_si128(h, 8)), 16);
+      std::memcpy(&v, &lo, 16), std::memcpy(reinterpret_cast<char*>(&v) + 16, &hi, 16);
+      return v;
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (std::is_same<scalar_t, c10::Half>::value) {
+      const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      std::memcpy(&v, &f, sizeof v);
+      return v;
+    }
+#endif
   }
+  for (int i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
   return v;
 }
 
@@ -75,7 +96,7 @@ inline i32x8 nonfinite8(f32x8 x) {
   return d != d;
 }
 
-// exp(x) for x <= 0 (arguments are shifted by a running max), ~1 ulp (Cephes polynomial).
+// exp(x) for x <= 0 (arguments are shifted by a running max), within 2 ulp.
 // Below -87.3 the result is 0, so -inf logits contribute exactly nothing.
 inline f32x8 exp8_nonpos(f32x8 x) {
   const f32x8 xc = x < -87.3f ? f32x8{} - 87.3f : x;
@@ -83,11 +104,10 @@ inline f32x8 exp8_nonpos(f32x8 x) {
   const f32x8 n = (xc * 1.44269504088896341f + magic) - magic;
   f32x8 r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  f32x8 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  // degree-5 fit of exp on [-ln2/2, ln2/2] (relative error 1.6e-7 evaluated in float32)
+  f32x8 p = 8.31253268e-3f * r + 4.18901108e-2f;
+  p = p * r + 1.66671142e-1f;
+  p = p * r + 4.99992311e-1f;
   p = p * r * r + r + 1.0f;
   const i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
   const f32x8 e = p * reinterpret_cast<const f32x8&>(bits);

@@ -12,6 +12,7 @@ import datetime
 import gc
 import importlib.metadata
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from rbr_fast.alloc import tune_malloc
+from rbr_fast.alloc import malloc_trim, tune_malloc
 
 Size = tuple[int, int]  # (B, T)
 Inputs = dict[str, Any]  # tensors and scalar hyper-parameters; tensors of shape [B, T] carry a "mask"
@@ -73,6 +74,11 @@ class Case:
     quick_sizes: list[Size]
     default_size: Size  # the size the pytest-benchmark tests use
     tol: float = 1e-4  # max |ours - peer| over valid positions, relative to max(1, max |ours|)
+    # seconds of the physical floor when it is not bytes / copy bandwidth (e.g. a matmul-bound op:
+    # the bare matmul measured in the same run); called once per size
+    floor_s: Optional[Callable[[Inputs, "Options"], float]] = None
+    memory: bool = False  # also record each implementation's peak memory over one call
+    size_label: str = "B*T elements"
 
 
 @dataclass
@@ -84,6 +90,7 @@ class Target:
     peer: Optional[str]
     minimum: float
     text: str
+    metric: str = "time"  # or "memory": peer peak memory / ours
 
 
 CASES: dict[str, Case] = {}
@@ -174,7 +181,7 @@ def as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def max_error(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], mask: torch.Tensor,
+def max_error(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], mask: Optional[torch.Tensor],
               which: Optional[tuple[int, ...]] = None) -> float:
     """Largest |ours - theirs| over valid positions ([B, T] outputs) or all elements (others),
     relative to max(1, max |ours|); inf on a shape mismatch or a non-finite value."""
@@ -185,7 +192,7 @@ def max_error(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], 
     for a, b in zip(ours, theirs):
         if a.shape != b.shape:
             return math.inf
-        if a.shape == mask.shape:
+        if mask is not None and a.shape == mask.shape:
             a, b = a[mask], b[mask]
         a, b = a.double(), b.double()
         if not bool(torch.isfinite(b).all()):
@@ -197,7 +204,7 @@ def max_error(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], 
 
 def check_peer(case: Case, peer: Peer, inputs: Inputs, ours_out: Any, peer_out: Any) -> float:
     """The peer's error against ours; raises AssertionError when it exceeds the case tolerance."""
-    err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs["mask"], peer.outputs)
+    err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs.get("mask"), peer.outputs)
     if not err <= case.tol:
         raise AssertionError(f"{case.name}: peer output differs from ours (max rel. error {err:.3g} > {case.tol:g})")
     return err
@@ -284,18 +291,62 @@ class Row:
     copy_gbps: float = math.nan
     compile_s: float = math.nan
     max_err: float = math.nan
+    peak_mib: float = math.nan  # peak memory of one call above what was allocated before it
     note: str = ""
     telemetry: dict = field(default_factory=dict)
 
 
 def _timed_row(case: Case, size: Size, impl: str, fn: Callable[[], Any], nbytes: int, copy_gbps: float,
-               opts: Options, ours_ms: float = math.nan) -> Row:
+               floor_ms: float, opts: Options, ours_ms: float = math.nan) -> Row:
+    peak = peak_memory_mib(fn, opts.device) if case.memory else math.nan
     t = measure(fn, opts.device, opts.target_s, opts.min_reps)
     ms = t.median_s * 1e3
-    floor_ms = nbytes / (copy_gbps * 1e9) * 1e3
     return Row(case.name, size_str(size), impl, "ok", ms, t.min_s * 1e3, t.reps,
                1.0 if math.isnan(ours_ms) else ms / ours_ms, nbytes / t.median_s / 1e9, floor_ms,
-               100 * floor_ms / ms, copy_gbps, telemetry=gpu_telemetry(opts.device))
+               100 * floor_ms / ms, copy_gbps, peak_mib=peak, telemetry=gpu_telemetry(opts.device))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory one call of ``fn`` adds on top of what is live before it (its output included).
+
+    CUDA: the caching allocator's peak. CPU: resident-set size sampled every 0.2 ms by a thread
+    (CPU tensors have no allocator statistics), after returning freed heap memory to the system so
+    that reuse of blocks kept by ``tune_malloc`` does not hide growth."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        del out
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    import threading
+    gc.collect()
+    malloc_trim()
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0002)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        out = fn()
+        peak[0] = max(peak[0], _rss_bytes())
+    finally:
+        done.set()
+        th.join()
+    del out
+    return (peak[0] - base) / 2**20
 
 
 def _say(msg: str) -> None:
@@ -308,25 +359,26 @@ def run_case(case: Case, size: Size, opts: Options, ours_name: str) -> list[Row]
     inputs = case.build(size, opts.device)
     nbytes = case.nbytes(inputs)
     copy_gbps = copy_bandwidth(nbytes, opts) / 1e9
+    floor_ms = (case.floor_s(inputs, opts) if case.floor_s else nbytes / (copy_gbps * 1e9)) * 1e3
     try:
         ours_out = case.ours(inputs)
-        ours = _timed_row(case, size, ours_name, lambda: case.ours(inputs), nbytes, copy_gbps, opts)
+        ours = _timed_row(case, size, ours_name, lambda: case.ours(inputs), nbytes, copy_gbps, floor_ms, opts)
     except Exception as e:  # nothing to compare against; record it and move on
         _say(f"{tag} !! {ours_name} FAILED: {type(e).__name__}: {e}")
         return [Row(case.name, size_str(size), ours_name, "error", note=f"{type(e).__name__}: {e}")]
-    _say(f"{tag} {ours_name}: {ours.median_ms:.3f} ms ({ours.pct_floor:.0f}% of copy floor)")
+    _say(f"{tag} {ours_name}: {ours.median_ms:.3f} ms ({ours.pct_floor:.0f}% of floor)")
     rows = [ours]
     for name, peer in case.peers.items():
         try:
             fn, compile_s = peer.setup(inputs, opts)
             peer_out = fn(inputs)
-            err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs["mask"], peer.outputs)
+            err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs.get("mask"), peer.outputs)
             if not err <= case.tol:
                 _say(f"{tag} !!!!! MISMATCH: {name} disagrees with ours (max rel. error {err:.3g} > tol "
                      f"{case.tol:g}); not timed")
                 rows.append(Row(case.name, size_str(size), name, "MISMATCH", max_err=err, note="output differs"))
                 continue
-            row = _timed_row(case, size, name, lambda: fn(inputs), nbytes, copy_gbps, opts, ours.median_ms)
+            row = _timed_row(case, size, name, lambda: fn(inputs), nbytes, copy_gbps, floor_ms, opts, ours.median_ms)
         except Skip as e:
             _say(f"{tag} {name}: skipped ({e})")
             rows.append(Row(case.name, size_str(size), name, "skipped", note=str(e)))
@@ -350,9 +402,10 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ("case", "size", "impl", "median ms", "ratio", "GB/s", "% floor", "notes")
+    head = ("case", "size", "impl", "median ms", "ratio", "GB/s", "% floor", "peak MiB", "notes")
     body = [(r.case, r.size, r.impl, _fmt(r.median_ms, ".3f"), _fmt(r.ratio, ".2f"), _fmt(r.gbps, ".3g"),
-             _fmt(r.pct_floor, ".3g"), r.note if r.status == "ok" else f"{r.status}: {r.note}") for r in rows]
+             _fmt(r.pct_floor, ".3g"), _fmt(r.peak_mib, ".0f"),
+             r.note if r.status == "ok" else f"{r.status}: {r.note}") for r in rows]
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head) - 1)]
     fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths)) + "  {}"
     return "\n".join(fmt.format(*x) for x in [head, *body])
@@ -374,7 +427,7 @@ def evaluate_targets(rows: list[Row], selected: set[str], ours_name: str) -> lis
             if peer is None or peer.status != "ok":
                 out.append(f"  n/a   {t.text}: {t.peer} {'not run' if peer is None else peer.status}")
                 continue
-            value = peer.ratio
+            value = peer.ratio if t.metric == "time" else peer.peak_mib / max(ours.peak_mib, 1e-9)
         out.append(f"  {'PASS' if value >= t.minimum else 'FAIL'}  {t.text}: {value:.2f}x (need >= {t.minimum:g}x)")
     return out
 
@@ -382,6 +435,11 @@ def evaluate_targets(rows: list[Row], selected: set[str], ours_name: str) -> lis
 def append_csv(rows: list[Row], env: dict[str, str], path: Path) -> None:
     """Append every row, stamped with the environment; writes the header when the file is new."""
     fields = list(env) + [k for k in asdict(rows[0]) if k != "telemetry"] + ["telemetry"]
+    if path.exists():
+        with path.open(newline="") as f:
+            old = next(csv.reader(f), [])
+        if old != fields:  # columns changed since that file was started: keep it, start a new one
+            path.rename(path.with_name(f"{path.stem}.{int(time.time())}{path.suffix}"))
     new = not path.exists()
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -411,7 +469,8 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         for impl in dict.fromkeys(r.impl for r in ok):
             pts = sorted((math.prod(parse_size(r.size)), r.median_ms) for r in ok if r.impl == impl)
             ax.plot(*zip(*pts), marker="o", label=impl)
-        ax.set(xscale="log", yscale="log", xlabel="B*T elements", ylabel="median ms", title=case)
+        ax.set(xscale="log", yscale="log", xlabel=CASES[case].size_label if case in CASES else "elements",
+               ylabel="median ms", title=case)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{case.replace('+', '_')}.png"
@@ -441,7 +500,8 @@ def run(cases: list[Case], sizes: Optional[list[Size]], opts: Options) -> int:
         for size in sizes or (case.quick_sizes if opts.quick else case.sizes):
             rows.extend(run_case(case, size, opts, ours_name))
     _say("\n" + table(rows))
-    _say("floor = op bytes (read + written once) / torch copy bandwidth at the same working set; "
+    _say("floor = op bytes (read + written once) / torch copy bandwidth at the same working set, or the "
+         "bare matmul for fused-linear ops; "
          "ratio = impl time / our time (> 1: we are faster)")
     compiles = [f"  {r.case} {r.size} {r.impl}: " + (f"{r.compile_s:.1f} s" if r.status == "ok" else r.note)
                 for r in rows if not math.isnan(r.compile_s) or "compile" in r.note]

@@ -17,7 +17,7 @@ from . import validate as v
 from .dispatch import backend_for
 
 Ids = Union[int, Sequence[int], torch.Tensor]
-DEFAULT_CHUNK = 1024
+CHUNK_BYTES = 16 << 20  # default row chunk of the fused-linear ops: ~16 MiB of float32 logits
 
 
 class YesNo(NamedTuple):
@@ -120,20 +120,25 @@ def _check_linear(op: str, hidden, weight, bias) -> None:
                              f"got shape {tuple(bias.shape)} on {bias.device}")
 
 
-def _chunk(op: str, chunk_size: int) -> int:
+def _chunk(op: str, chunk_size: Optional[int], vocab: int) -> int:
+    """Rows of logits per chunk: ``chunk_size``, or by default as many as fit in CHUNK_BYTES (at
+    least 16, so each chunk's matmul stays efficient)."""
+    if chunk_size is None:
+        return max(16, CHUNK_BYTES // (4 * vocab))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{op}: `chunk_size` must be a positive int, got {chunk_size!r}")
+        raise ValueError(f"{op}: `chunk_size` must be a positive int or None, got {chunk_size!r}")
     return chunk_size
 
 
 def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids, no_ids: Ids,
                         bias: Optional[torch.Tensor] = None, need_mass: bool = True,
-                        chunk_size: int = DEFAULT_CHUNK) -> YesNo:
+                        chunk_size: Optional[int] = None) -> YesNo:
     """``yes_no_logprobs(hidden @ weight.T + bias, ...)`` without the ``[N, V]`` logits.
 
     Args:
         hidden: ``[N, H]`` final hidden states at the answer position. weight: ``[V, H]`` LM head
             (same dtype). bias: optional ``[V]``.
+        chunk_size: rows of ``hidden`` per chunk (default: ~16 MiB of float32 logits' worth).
         need_mass: with True (default) every row of ``weight`` is used, ``chunk_size`` rows of
             ``hidden`` at a time (peak extra memory ``chunk_size x V`` logits), and the result is
             exactly ``yes_no_logprobs``'s. With False only the yes/no rows of ``weight`` are touched,
@@ -143,7 +148,7 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     """
     op = "fused_linear_yes_no"
     _check_linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size)
+    chunk = _chunk(op, chunk_size, weight.shape[0])
     yes, no = _answer_ids(op, yes_ids, no_ids, weight.shape[0], hidden.device)
     if not need_mass:
         ids = torch.cat([yes, no])
@@ -277,14 +282,15 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
 
 def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                                 bias: Optional[torch.Tensor] = None, temperature: float = 1.0,
-                                ignore_index: int = -100, chunk_size: int = DEFAULT_CHUNK,
+                                ignore_index: int = -100, chunk_size: Optional[int] = None,
                                 return_entropy: bool = False):
     """``token_logprobs(hidden @ weight.T + bias, labels)`` holding at most ``chunk_size`` rows of logits.
 
     Args:
         hidden: ``[N, H]`` (any leading shape ``[..., H]`` works; it is flattened). weight: ``[V, H]``
             LM head, same dtype. labels: integer, hidden's leading shape. bias: optional ``[V]``.
-        chunk_size: rows of logits materialised at a time (forward and backward).
+        chunk_size: rows of logits materialised at a time, forward and backward (default: ~16 MiB
+            of float32 logits' worth; the backward pass also holds that chunk's gradient).
         return_entropy: also return the per-token entropy of ``softmax(logits / temperature)``
             (float32, detached: for logging, as PPO trainers do).
 
@@ -299,7 +305,7 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
     else:
         lead = hidden.shape[:1] if isinstance(hidden, torch.Tensor) else None
     _check_linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size)
+    chunk = _chunk(op, chunk_size, weight.shape[0])
     flat = _check_labels(op, labels, lead, weight.shape[0], hidden.device, ignore_index)
     inv = 1.0 / _temperature(op, temperature)
     logp, ent = _FusedLinearTokenLogprobs.apply(hidden.contiguous(), weight, bias, flat.contiguous(), inv,

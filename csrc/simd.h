@@ -17,6 +17,7 @@ namespace rbr_fast {
 
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x8 __attribute__((vector_size(8)));
 
 #if defined(__clang__)
@@ -34,14 +35,11 @@ inline f32x8 load8(const scalar_t* p, int n) {
       std::memcpy(&v, p, sizeof v);
       return v;
     }
-#if defined(__SSE4_1__)
+#if defined(__AVX2__)
     if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) {
       // bf16 is the top half of a float: widen the 16-bit patterns and shift them up
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      const __m128i lo = _mm_slli_epi32(_mm_cvtepu16_epi32(h), 16);
-      const __m128i hi = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_srli_si128(h, 8)), 16);
-      std::memcpy(&v, &lo, 16), std::memcpy(reinterpret_cast<char*>(&v) + 16, &hi, 16);
-      return v;
+      return (f32x8)_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
     }
 #endif
 #if defined(__F16C__)
@@ -83,11 +81,32 @@ inline i32x8 load_mask8(const bool* p, int n) {
 
 template <typename scalar_t>
 inline void store8(scalar_t* p, f32x8 v, int n) {
-  if (std::is_same<scalar_t, float>::value && n == 8) {
-    std::memcpy(p, &v, sizeof v);
-  } else {
-    for (int i = 0; i < n; ++i) p[i] = static_cast<scalar_t>(v[i]);
+  if (n == 8) {
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      std::memcpy(p, &v, sizeof v);
+      return;
+    }
+#if defined(__AVX2__)
+    if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) {
+      // round to nearest even on the bit pattern, as c10::BFloat16 does; NaN stays a quiet NaN
+      const u32x8 bits = (u32x8)v;
+      const u32x8 rounded = (bits + (0x7fffu + ((bits >> 16) & 1u))) >> 16;
+      const __m256i out = (__m256i)(v != v ? u32x8{} + 0x7fc0u : rounded);
+      const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+      return;
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (std::is_same<scalar_t, c10::Half>::value) {
+      __m256 f;
+      std::memcpy(&f, &v, sizeof f);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+      return;
+    }
+#endif
   }
+  for (int i = 0; i < n; ++i) p[i] = static_cast<scalar_t>(v[i]);
 }
 
 // -1 in lanes holding NaN or +-inf.

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="abandon a torch.compile peer after S seconds (default 120; 0 in --quick)")
     p.add_argument("--target-time", type=float, default=None, metavar="S",
                    help="timed seconds per implementation and size (default 0.5; 0.05 in --quick)")
+    p.add_argument("--min-reps", type=int, default=5, help="timed calls per implementation at least (default 5)")
     p.add_argument("--dram-mib", type=int, default=512, help="buffer size of the DRAM copy-bandwidth probe")
     a = p.parse_args(argv)
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not cases:
         p.error(f"unknown --ops {sorted(unknown)}; choose from {', '.join(CASES)}")
     sizes = [parse_size(s) for s in a.sizes.split(",")] if a.sizes else None
-    opts = Options(device=torch.device(a.device), quick=a.quick, out=a.out, dram_mib=a.dram_mib,
+    opts = Options(device=torch.device(a.device), quick=a.quick, out=a.out, dram_mib=a.dram_mib, min_reps=a.min_reps,
                    target_s=a.target_time if a.target_time is not None else (0.05 if a.quick else 0.5),
                    compile_budget_s=a.compile_budget if a.compile_budget is not None else (0.0 if a.quick else 120.0))
     return run(cases, sizes, opts)

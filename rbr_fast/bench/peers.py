@@ -121,10 +121,11 @@ class CompiledPeer(Peer):
         budget = opts.compile_budget_s
         if budget <= 0:
             raise Skip("torch.compile not tried (compile budget 0 s; set --compile-budget)")
-        shape = tuple(inputs["mask"].shape)
+        tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+        shape = tuple(tuple(v.shape) for v in tensors)
         if shape in self._compiled:
             return self._compiled[shape]
-        t = shape[-1]
+        t = tensors[0].shape[-1]  # the length the compile time grows with (T, or V)
         if self._over_budget_t is not None and t >= self._over_budget_t:
             raise Skip(f"not compiled: T={self._over_budget_t} already took over the {budget:g} s budget")
         compiled = torch.compile(self.fn, dynamic=False)

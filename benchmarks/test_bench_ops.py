@@ -1,5 +1,5 @@
-"""pytest-benchmark tests of the advantage ops: one benchmark per (case, implementation) at the case's
-default size, from the same registry as ``python -m rbr_fast.bench``.
+"""pytest-benchmark tests of every registered case (advantage and log-prob ops): one benchmark per
+(case, implementation) at the case's default size, from the same registry as ``python -m rbr_fast.bench``.
 
 Before a peer is timed, its output is checked against ours on the same inputs, so a benchmark never
 compares two different functions.
@@ -10,9 +10,7 @@ import torch
 from rbr_fast.bench import CASES, Skip
 from rbr_fast.bench.harness import check_peer, size_str
 
-OPS = ("gae", "ppo_advantages", "masked_whiten", "shape_rewards")
-PARAMS = [pytest.param(c.name, impl, id=f"{c.name}-{impl or 'ours'}")
-          for c in CASES.values() if c.op in OPS for impl in (None, *c.peers)]
+PARAMS = [pytest.param(c.name, impl, id=f"{c.name}-{impl or 'ours'}") for c in CASES.values() for impl in (None, *c.peers)]
 
 
 @pytest.mark.parametrize("case_name,impl", PARAMS)

@@ -35,7 +35,7 @@ def tune_malloc(threshold_bytes: int = 1 << 30) -> bool:
 
 def malloc_trim() -> None:
     """Return free heap memory to the system (glibc only; a no-op elsewhere). Benchmarks call it
-    before measuring peak memory, so blocks kept by ``tune_malloc`` do not hide an allocation."""
+    before measuring peak memory."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

@@ -315,8 +315,9 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
     """Peak memory one call of ``fn`` adds on top of what is live before it (its output included).
 
     CUDA: the caching allocator's peak. CPU: resident-set size sampled every 0.2 ms by a thread
-    (CPU tensors have no allocator statistics), after returning freed heap memory to the system so
-    that reuse of blocks kept by ``tune_malloc`` does not hide growth."""
+    (CPU tensors have no allocator statistics). For the measurement glibc is put back to mapping
+    every block over 64 KiB on its own and unmapping it on free, so resident size follows the live
+    tensors; the ``tune_malloc`` setting is restored afterwards."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -327,6 +328,7 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     import threading
     gc.collect()
+    tune_malloc(64 << 10)
     malloc_trim()
     base = _rss_bytes()
     peak = [base]
@@ -345,6 +347,7 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
     finally:
         done.set()
         th.join()
+        tune_malloc()
     del out
     return (peak[0] - base) / 2**20
 

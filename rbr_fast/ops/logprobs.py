@@ -17,7 +17,11 @@ from . import validate as v
 from .dispatch import backend_for
 
 Ids = Union[int, Sequence[int], torch.Tensor]
-CHUNK_BYTES = 16 << 20  # default row chunk of the fused-linear ops: ~16 MiB of float32 logits
+# Default row chunks of the fused-linear ops, in bytes of float32 logits. The yes/no op only runs
+# one forward matmul per chunk (efficient at any chunk); the token op's backward also runs
+# grad_weight += grad_logits.T @ hidden, a matmul whose inner size is the chunk, so it wants more.
+YES_NO_CHUNK_BYTES = 16 << 20
+TOKEN_CHUNK_BYTES = 64 << 20
 
 
 class YesNo(NamedTuple):
@@ -120,11 +124,11 @@ def _check_linear(op: str, hidden, weight, bias) -> None:
                              f"got shape {tuple(bias.shape)} on {bias.device}")
 
 
-def _chunk(op: str, chunk_size: Optional[int], vocab: int) -> int:
-    """Rows of logits per chunk: ``chunk_size``, or by default as many as fit in CHUNK_BYTES (at
-    least 16, so each chunk's matmul stays efficient)."""
+def _chunk(op: str, chunk_size: Optional[int], vocab: int, budget: int) -> int:
+    """Rows of logits per chunk: ``chunk_size``, or by default as many as fit in ``budget`` bytes
+    of float32 logits (at least 16, so each chunk's matmul stays efficient)."""
     if chunk_size is None:
-        return max(16, CHUNK_BYTES // (4 * vocab))
+        return max(16, budget // (4 * vocab))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{op}: `chunk_size` must be a positive int or None, got {chunk_size!r}")
     return chunk_size
@@ -138,7 +142,7 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     Args:
         hidden: ``[N, H]`` final hidden states at the answer position. weight: ``[V, H]`` LM head
             (same dtype). bias: optional ``[V]``.
-        chunk_size: rows of ``hidden`` per chunk (default: ~16 MiB of float32 logits' worth).
+        chunk_size: rows of ``hidden`` per chunk (default: 16 MiB of float32 logits' worth).
         need_mass: with True (default) every row of ``weight`` is used, ``chunk_size`` rows of
             ``hidden`` at a time (peak extra memory ``chunk_size x V`` logits), and the result is
             exactly ``yes_no_logprobs``'s. With False only the yes/no rows of ``weight`` are touched,
@@ -148,7 +152,7 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     """
     op = "fused_linear_yes_no"
     _check_linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size, weight.shape[0])
+    chunk = _chunk(op, chunk_size, weight.shape[0], YES_NO_CHUNK_BYTES)
     yes, no = _answer_ids(op, yes_ids, no_ids, weight.shape[0], hidden.device)
     if not need_mass:
         ids = torch.cat([yes, no])
@@ -272,8 +276,8 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
             del logits
             if need_h:
                 grad_h[s:s + ctx.chunk] = g @ weight
-            if need_w:
-                grad_w.add_(g.T @ h)
+            if need_w:  # in place when the dtypes allow it: no [V, H] temporary per chunk
+                grad_w.addmm_(g.T, h) if g.dtype == grad_w.dtype else grad_w.add_(g.T @ h)
             if need_b:
                 grad_b.add_(g.sum(dim=0, dtype=torch.float32))
         return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
@@ -289,7 +293,7 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
     Args:
         hidden: ``[N, H]`` (any leading shape ``[..., H]`` works; it is flattened). weight: ``[V, H]``
             LM head, same dtype. labels: integer, hidden's leading shape. bias: optional ``[V]``.
-        chunk_size: rows of logits materialised at a time, forward and backward (default: ~16 MiB
+        chunk_size: rows of logits materialised at a time, forward and backward (default: 64 MiB
             of float32 logits' worth; the backward pass also holds that chunk's gradient).
         return_entropy: also return the per-token entropy of ``softmax(logits / temperature)``
             (float32, detached: for logging, as PPO trainers do).
@@ -305,7 +309,7 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
     else:
         lead = hidden.shape[:1] if isinstance(hidden, torch.Tensor) else None
     _check_linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size, weight.shape[0])
+    chunk = _chunk(op, chunk_size, weight.shape[0], TOKEN_CHUNK_BYTES)
     flat = _check_labels(op, labels, lead, weight.shape[0], hidden.device, ignore_index)
     inv = 1.0 / _temperature(op, temperature)
     logp, ent = _FusedLinearTokenLogprobs.apply(hidden.contiguous(), weight, bias, flat.contiguous(), inv,

@@ -74,20 +74,42 @@ inline void prefetch_span(const E* p, int64_t n, bool write) {
   }
 }
 
-// Which inputs of one row are non-finite at valid positions (bit order as in the Python layer).
+// Which inputs of one row are non-finite at valid positions (bit 0: rewards, bit 1: values).
 // Only called for rows whose advantages came out non-finite: any NaN/inf input at a valid position
 // reaches that position's advantage, so the hot loop checks the output instead of every input.
-template <typename scalar_t, bool Shaped>
-int32_t row_flags(const scalar_t* rew, const scalar_t* ref, const scalar_t* val, const bool* mask, int64_t T) {
+template <typename rew_t, typename scalar_t>
+int32_t row_flags(const rew_t* rew, const scalar_t* val, const bool* mask, int64_t T) {
   int32_t word = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    if (!mask[t]) continue;
-    const bool r_bad = !std::isfinite(static_cast<float>(rew[t])), v_bad = !std::isfinite(static_cast<float>(val[t]));
-    if constexpr (Shaped)
-      word |= r_bad | (!std::isfinite(static_cast<float>(ref[t])) << 1) | (v_bad << 2);
-    else
-      word |= r_bad | (v_bad << 1);
+  for (int64_t t = 0; t < T; ++t)
+    if (mask[t])
+      word |= !std::isfinite(static_cast<float>(rew[t])) | (!std::isfinite(static_cast<float>(val[t])) << 1);
+  return word;
+}
+
+// KL-shaped rewards of one row: -kl_coef * kl(lp, ref) at valid positions, plus the score at the
+// last valid one, 0 elsewhere. Returns the flags of lp (bit 0) and ref (bit 1); adds the row's
+// KL sum to *klsum. One sequential pass: the shape_rewards op, and the first half of the fused path.
+template <typename scalar_t, typename out_t>
+int32_t shape_row(const scalar_t* lp, const scalar_t* rf, double score, const bool* mask, out_t* out, int64_t T,
+                  float coef, int64_t est, double* klsum) {
+  int64_t last = T - 1;  // the row's last valid position gets its score
+  while (last >= 0 && !mask[last]) --last;
+  i32x8 bad = {};
+  f32x8 kl_acc = {};
+  for (int64_t t = 0; t < T; t += 8) {
+    const int w = static_cast<int>(std::min<int64_t>(8, T - t));
+    const i32x8 m = load_mask8(mask + t, w);
+    const f32x8 l = load8(lp + t, w), r = load8(rf + t, w);
+    const f32x8 kl = m ? kl8(l, r, est) : f32x8{};
+    f32x8 rew = -coef * kl;
+    if (last >= t && last < t + 8) rew[last - t] += static_cast<float>(score);
+    store8(out + t, rew, w);
+    kl_acc += kl;
+    bad |= m & ((nonfinite8(l) & 1) | (nonfinite8(r) & 2));
   }
+  if (klsum) *klsum += hsum8(kl_acc);
+  int32_t word = 0;
+  for (int i = 0; i < 8; ++i) word |= bad[i];
   return word;
 }
 
@@ -99,30 +121,25 @@ int32_t row_flags(const scalar_t* rew, const scalar_t* ref, const scalar_t* val,
 // One row alone is a latency-bound chain. Instead each time tile is read row by row in 8-step
 // vectors, transposed in registers to [t][lane] (8 independent rows in SIMD lanes), scanned
 // backward on whole vectors, and transposed back for contiguous row writes.
-template <typename scalar_t, bool Shaped>
-void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
-               scalar_t* adv, scalar_t* ret, int rows, int64_t T, float gamma, float gl, float kl_coef, int64_t est,
-               int32_t* flags, double* sum, double* sumsq, double* klsum, int64_t* count) {
+template <typename rew_t, typename scalar_t, bool Stats>
+void gae_group(const rew_t* rew, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int rows,
+               int64_t T, float gamma, float gl, int32_t* flags, double* sum, double* sumsq, int64_t* count) {
   alignas(32) f32x8 rb[kTile], vb[kTile], ab[kTile], qb[kTile], mb[kTile];  // mb: lanes of -1/0 bits
   const f32x8 zero = {};
-  f32x8 next_v = zero, last = zero, scr = zero;
-  i32x8 pending = ~i32x8{};  // all lanes: the score has not been placed yet
+  f32x8 next_v = zero, last = zero;
   f32x8 poison = zero;  // NaN in the lanes whose advantage went non-finite at a valid position
-  double s1[kLanes] = {}, s2[kLanes] = {}, kls[kLanes] = {};
+  double s1[kLanes] = {}, s2[kLanes] = {};
   int64_t n[kLanes] = {};
-  for (int k = 0; k < rows; ++k)
-    if constexpr (Shaped) scr[k] = static_cast<float>(score[k]);
   for (int64_t t1 = T; t1 > 0; t1 -= kTile) {
     const int64_t t0 = std::max<int64_t>(0, t1 - kTile);
     const int len = static_cast<int>(t1 - t0), blocks = (len + 7) / 8;
-    // Up to 5 x 8 row streams walking backwards exceed what the hardware prefetchers track, so
+    // 5 x 8 row streams walking backwards exceed what the hardware prefetchers track, so
     // once the rows outgrow L2 every tile would wait on memory: fetch the next tile by hand.
     if (t0 > 0) {
       const int64_t p0 = std::max<int64_t>(0, t0 - kTile);
       for (int k = 0; k < rows; ++k) {
         prefetch_span(val + k * T + p0, t0 - p0, false), prefetch_span(rew + k * T + p0, t0 - p0, false);
         prefetch_span(mask + k * T + p0, t0 - p0, false);
-        if constexpr (Shaped) prefetch_span(ref + k * T + p0, t0 - p0, false);
         prefetch_span(adv + k * T + p0, t0 - p0, true), prefetch_span(ret + k * T + p0, t0 - p0, true);
       }
     }
@@ -134,36 +151,25 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
         const int wk = k < rows ? w : 0;  // lanes past `rows`: zeros, masked out
         const i32x8 mk = load_mask8(mask + o, wk);
         v[k] = load8(val + o, wk);
-        if constexpr (Shaped) {
-          const f32x8 lp = load8(rew + o, wk), rf = load8(ref + o, wk);
-          r[k] = kl8(lp, rf, est);  // staged as the KL estimate; the reward is formed below
-        } else {
-          r[k] = load8(rew + o, wk);
-        }
+        r[k] = load8(rew + o, wk);
         m[k] = reinterpret_cast<const f32x8&>(mk);
       }
       transpose8(r), transpose8(v), transpose8(m);
       for (int c = 0; c < 8; ++c) rb[8 * jb + c] = r[c], vb[8 * jb + c] = v[c], mb[8 * jb + c] = m[c];
     }
-    f32x8 ts1 = zero, ts2 = zero, tkl = zero;
+    f32x8 ts1 = zero, ts2 = zero;
     i32x8 tn = {};
     // padded steps past len are masked out in every lane, so they leave the state unchanged
     for (int j = 8 * blocks - 1; j >= 0; --j) {
       const i32x8 m = reinterpret_cast<const i32x8&>(mb[j]);
-      f32x8 r = rb[j];
-      if constexpr (Shaped) {
-        tkl += m ? r : zero;
-        r = -kl_coef * r + ((m & pending) ? scr : zero);
-        pending &= ~m;
-      }
-      const f32x8 v = vb[j];
+      const f32x8 r = rb[j], v = vb[j];
       const f32x8 a = r + gamma * next_v - v + gl * last;
       last = m ? a : last;
       next_v = m ? v : next_v;
       ab[j] = m ? a : zero;
       qb[j] = m ? a + v : zero;
       poison += ab[j] * 0.f;  // 0 for finite values, NaN for NaN/inf
-      if constexpr (Shaped) {
+      if constexpr (Stats) {
         ts1 += ab[j];
         ts2 += ab[j] * ab[j];
         tn -= m;
@@ -180,30 +186,46 @@ void gae_group(const scalar_t* rew, const scalar_t* ref, const double* score, co
       }
     }
     // per-tile float partials are exact enough (<= 64 terms); the batch total is in double
-    for (int k = 0; k < rows; ++k) s1[k] += ts1[k], s2[k] += ts2[k], kls[k] += tkl[k], n[k] += tn[k];
+    for (int k = 0; k < rows; ++k) s1[k] += ts1[k], s2[k] += ts2[k], n[k] += tn[k];
   }
   for (int k = 0; k < rows; ++k) {
-    flags[k] = poison[k] == poison[k] ? 0 : row_flags<scalar_t, Shaped>(rew + k * T, Shaped ? ref + k * T : nullptr, val + k * T,
-                                                                       mask + k * T, T);
-    if constexpr (Shaped) sum[k] = s1[k], sumsq[k] = s2[k], klsum[k] = kls[k], count[k] = n[k];
+    flags[k] = poison[k] == poison[k] ? 0 : row_flags(rew + k * T, val + k * T, mask + k * T, T);
+    if constexpr (Stats) sum[k] = s1[k], sumsq[k] = s2[k], count[k] = n[k];
   }
 }
 
-// Runs gae_group over all rows, groups of kLanes rows split across threads.
+// Runs gae_group over all rows, groups of kLanes rows split across threads. When Shaped (the fused
+// PPO path), `rew` and `ref` are the policy and reference log-probs: each group's KL-shaped rewards
+// are first written row by row into a float scratch of kLanes x T that stays in L2 (sequential
+// streams the prefetchers follow; the rewards never reach DRAM), then scanned from there.
 template <typename scalar_t, bool Shaped>
 void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
               scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
-              int32_t* flags, RowStats* st) {
+              int32_t* flags, RowStats* st, bool stats) {
   const int64_t groups = (B + kLanes - 1) / kLanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / (kLanes * T));  // ~64k elements per task
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    std::vector<float> scratch(Shaped ? kLanes * T : 0);
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t b = g * kLanes, o = b * T;
       const int rows = static_cast<int>(std::min<int64_t>(kLanes, B - b));
-      gae_group<scalar_t, Shaped>(rew + o, Shaped ? ref + o : nullptr, Shaped ? score + b : nullptr, val + o,
-                                  mask + o, adv + o, ret + o, rows, T, gamma, gamma * lam, kl_coef, est, flags + b,
-                                  st ? st->sum.data() + b : nullptr, st ? st->sumsq.data() + b : nullptr,
-                                  st ? st->kl.data() + b : nullptr, st ? st->count.data() + b : nullptr);
+      if constexpr (Shaped) {
+        int32_t shaped[kLanes];
+        for (int k = 0; k < rows; ++k)
+          shaped[k] = shape_row(rew + o + k * T, ref + o + k * T, score[b + k], mask + o + k * T,
+                                scratch.data() + k * T, T, kl_coef, est, &st->kl[b + k]);
+        if (stats)  // moments of the advantages, for whitening
+          gae_group<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
+                                           gamma * lam, flags + b, &st->sum[b], &st->sumsq[b], &st->count[b]);
+        else
+          gae_group<float, scalar_t, false>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
+                                            gamma * lam, flags + b, nullptr, nullptr, nullptr);
+        // bits: lp, ref (from shaping), values (bit 1 of the scan's flags); a bad reward is one of these
+        for (int k = 0; k < rows; ++k) flags[b + k] = shaped[k] | ((flags[b + k] & 2) << 1);
+      } else {
+        gae_group<scalar_t, scalar_t, false>(rew + o, val + o, mask + o, adv + o, ret + o, rows, T, gamma,
+                                             gamma * lam, flags + b, nullptr, nullptr, nullptr);
+      }
     }
   });
 }
@@ -249,7 +271,7 @@ std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values,
   RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
     gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
                               adv.data_ptr<scalar_t>(), ret.data_ptr<scalar_t>(), B, T, gamma, lam, 0.f, 0,
-                              flags.data_ptr<int32_t>(), nullptr);
+                              flags.data_ptr<int32_t>(), nullptr, false);
   });
   return {adv, ret, flags};
 }
@@ -311,24 +333,8 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
     int32_t* fp = flags.data_ptr<int32_t>();
     const float coef = static_cast<float>(kl_coef);
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t o = b * T;
-        int64_t last = T - 1;  // the row's last valid position gets its score
-        while (last >= 0 && !mp[o + last]) --last;
-        i32x8 bad = {};
-        for (int64_t t = 0; t < T; t += 8) {
-          const int w = static_cast<int>(std::min<int64_t>(8, T - t));
-          const i32x8 m = load_mask8(mp + o + t, w);
-          const f32x8 l = load8(lpp + o + t, w), r = load8(rfp + o + t, w);
-          f32x8 rew = m ? -coef * kl8(l, r, kl_estimator) : f32x8{};
-          if (last >= t && last < t + 8) rew[last - t] += static_cast<float>(sp[b]);
-          store8(op + o + t, rew, w);
-          bad |= m & ((nonfinite8(l) & 1) | (nonfinite8(r) & 2));
-        }
-        int32_t word = 0;
-        for (int i = 0; i < 8; ++i) word |= bad[i];
-        fp[b] = word;
-      }
+      for (int64_t b = b0; b < b1; ++b)
+        fp[b] = shape_row(lpp + b * T, rfp + b * T, sp[b], mp + b * T, op + b * T, T, coef, kl_estimator, nullptr);
     });
   });
   return {out, flags};
@@ -351,12 +357,13 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
     scalar_t* ap = adv.data_ptr<scalar_t>();
     gae_rows<scalar_t, true>(lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(),
                              v.data_ptr<scalar_t>(), mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma,
-                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st);
+                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st, whiten);
     const auto [mean, scale] = combine_moments(st, eps, &n);
     if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B * T, mean, scale, true);
   });
   auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
-  return {adv, ret, kl, int64_scalar(n), flags};
+  // the scan counted the valid positions only when it gathered moments for whitening
+  return {adv, ret, kl, whiten ? int64_scalar(n) : mask.sum(at::kLong), flags};
 }
 
 }  // namespace rbr_fast

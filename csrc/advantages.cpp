@@ -201,7 +201,7 @@ void gae_group(const rew_t* rew, const scalar_t* val, const bool* mask, scalar_t
 template <typename scalar_t, bool Shaped>
 void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
               scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
-              int32_t* flags, RowStats* st, bool stats) {
+              int32_t* flags, RowStats* st) {
   const int64_t groups = (B + kLanes - 1) / kLanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / (kLanes * T));  // ~64k elements per task
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
@@ -214,12 +214,9 @@ void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, con
         for (int k = 0; k < rows; ++k)
           shaped[k] = shape_row(rew + o + k * T, ref + o + k * T, score[b + k], mask + o + k * T,
                                 scratch.data() + k * T, T, kl_coef, est, &st->kl[b + k]);
-        if (stats)  // moments of the advantages, for whitening
-          gae_group<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
-                                           gamma * lam, flags + b, &st->sum[b], &st->sumsq[b], &st->count[b]);
-        else
-          gae_group<float, scalar_t, false>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
-                                            gamma * lam, flags + b, nullptr, nullptr, nullptr);
+        // with the moments of the advantages (for whitening) and the valid count
+        gae_group<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
+                                         gamma * lam, flags + b, &st->sum[b], &st->sumsq[b], &st->count[b]);
         // bits: lp, ref (from shaping), values (bit 1 of the scan's flags); a bad reward is one of these
         for (int k = 0; k < rows; ++k) flags[b + k] = shaped[k] | ((flags[b + k] & 2) << 1);
       } else {
@@ -271,7 +268,7 @@ std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values,
   RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
     gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
                               adv.data_ptr<scalar_t>(), ret.data_ptr<scalar_t>(), B, T, gamma, lam, 0.f, 0,
-                              flags.data_ptr<int32_t>(), nullptr, false);
+                              flags.data_ptr<int32_t>(), nullptr);
   });
   return {adv, ret, flags};
 }
@@ -357,13 +354,12 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
     scalar_t* ap = adv.data_ptr<scalar_t>();
     gae_rows<scalar_t, true>(lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(),
                              v.data_ptr<scalar_t>(), mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma,
-                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st, whiten);
+                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st);
     const auto [mean, scale] = combine_moments(st, eps, &n);
     if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B * T, mean, scale, true);
   });
   auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
-  // the scan counted the valid positions only when it gathered moments for whitening
-  return {adv, ret, kl, whiten ? int64_scalar(n) : mask.sum(at::kLong), flags};
+  return {adv, ret, kl, int64_scalar(n), flags};
 }
 
 }  // namespace rbr_fast

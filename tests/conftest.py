@@ -32,7 +32,7 @@ def backend(request, monkeypatch):
     """Force one backend for the test through RBR_FAST_BACKEND; yields its name."""
     name = request.param
     if name == "cpp" and DEVICE != "cpu":
-        pytest.skip("the C++ backend runs on CPU tensors only")
+        pytest.skip("tests run on CUDA tensors here; the C++ backend takes CPU tensors only")
     monkeypatch.setenv("RBR_FAST_BACKEND", name)
     return name
 

@@ -175,10 +175,10 @@ def _u8(mask: torch.Tensor) -> torch.Tensor:
 
 def _run_gae(rewards, values, mask, gamma, lam, shaped=None):
     B, T = mask.shape
-    out_dtype = values.dtype if shaped is None else torch.promote_types(
-        torch.promote_types(shaped[1].dtype, shaped[2].dtype), values.dtype)
     if shaped is None:
         out_dtype = torch.promote_types(rewards.dtype, values.dtype)
+    else:  # shaped = (scores, logprobs, ref_logprobs, kl_coef, kl_estimator)
+        out_dtype = torch.promote_types(torch.promote_types(shaped[1].dtype, shaped[2].dtype), values.dtype)
     adv = torch.empty(B, T, dtype=out_dtype, device=mask.device)
     ret = torch.empty_like(adv)
     flags = torch.empty(B, dtype=torch.int32, device=mask.device)

@@ -1,0 +1,5 @@
+"""Rule specs for RBR: propositions the grader answers, response types and their quality classes."""
+from .spec import DEFAULT_SPEC, QUALITY_ORDER, Example, Literal, Proposition, QualityClass, ResponseType, RuleSpec, SpecError
+
+__all__ = ["RuleSpec", "SpecError", "Proposition", "Example", "Literal", "QualityClass", "ResponseType",
+           "QUALITY_ORDER", "DEFAULT_SPEC"]

@@ -1,0 +1,89 @@
+"""Rule specs: the default spec, and every validation error naming file, line and key."""
+import json
+from pathlib import Path
+
+import pytest
+
+from rbr_fast.rules import QUALITY_ORDER, RuleSpec, SpecError
+
+GOLD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rbr_gold" / "train.jsonl"
+
+GOOD = """\
+propositions:
+  apology:
+    question: Does it apologise?
+  refusal:
+    question: Does it refuse?
+    examples: [{completion: "I can't.", answer: yes}]
+derived:
+  polite: [apology, refusal]
+response_types:
+  hard:
+    label: Hard Refuse
+    classes:
+      ideal: [polite]
+      unacceptable_completion: [not refusal]
+"""
+
+
+def test_default_spec_loads():
+    spec = RuleSpec.default()
+    assert len(spec.propositions) == 23
+    assert {t.label for t in spec.response_types.values()} == {"Hard Refuse", "Safe Refuse 1", "Safe Refuse 2", "Comply"}
+    for t in spec.response_types.values():
+        assert [c.name for c in t.classes] == list(QUALITY_ORDER)
+    assert all(p.examples for p in spec.propositions.values())
+
+
+def test_default_spec_matches_gold_labels():
+    if not GOLD.exists():
+        pytest.skip(f"the RBR gold data is not beside the repo ({GOLD})")
+    rows = [json.loads(line) for line in GOLD.open()]
+    spec = RuleSpec.default()
+    assert set(rows[0]["propositions"]) == set(spec.propositions)
+    for r in rows:
+        spec.response_type(r["response_type"])  # every label in the data is a known type
+    # the gold labels classify every completion into some class of its response type
+    assert all(spec.classify(r["response_type"], r["propositions"]) is not None for r in rows)
+
+
+def test_small_spec_and_classify():
+    spec = RuleSpec.from_yaml(GOOD)
+    assert spec.proposition_names == ["apology", "refusal"]
+    assert spec.classify("Hard Refuse", {"apology": True, "refusal": True}) == "ideal"
+    assert spec.classify("hard", {"apology": False, "refusal": False}) == "unacceptable_completion"
+    assert spec.classify("hard", {"apology": False, "refusal": True}) is None
+    with pytest.raises(KeyError, match="unknown response type"):
+        spec.response_type("Comply")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (("ideal: [polite]", "ideal: [polite, rudeness]"), r"spec.yaml:13: response_types.hard.classes.ideal: unknown proposition 'rudeness'"),
+    (("  refusal:\n    question: Does it refuse?", "  apology:\n    question: Does it refuse?"), r"spec.yaml:4: duplicate key 'apology'"),
+    (("polite: [apology, refusal]", "polite: [apology, loop]\n  loop: [polite]"), r"derived.polite: cycle in derived propositions: polite -> loop -> polite"),
+    (("question: Does it apologise?", "question: '  '"), r"spec.yaml:3: propositions.apology.question: empty or missing question"),
+    (("      ideal: [polite]\n      unacceptable_completion: [not refusal]", "      unacceptable_completion: [not refusal]\n      ideal: [polite]"),
+     r"response_types.hard.classes: classes are not in quality order"),
+    (("ideal: [polite]", "best: [polite]"), r"response_types.hard.classes.best: unknown quality class"),
+    (("polite: [apology, refusal]", "apology: [refusal]"), r"derived.apology: duplicate name: already a proposition"),
+    (("ideal: [polite]", "ideal: [maybe polite]"), r"literal 'maybe polite' must be `name` or `not name`"),
+    (("ideal: [polite]", "ideal: []"), r"must be a non-empty list of literals"),
+    (("    examples: [{completion: \"I can't.\", answer: yes}]", "    examples: [{completion: \"I can't.\"}]"),
+     r"propositions.refusal.examples\[0\]: each example needs"),
+])
+def test_validation_errors(tmp_path, edit, match):
+    old, new = edit
+    assert old in GOOD
+    path = tmp_path / "spec.yaml"
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(SpecError, match=match):
+        RuleSpec.load(path)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path):
+    with pytest.raises(SpecError, match="cannot read the spec"):
+        RuleSpec.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("propositions: [unclosed\n")
+    with pytest.raises(SpecError, match="bad.yaml:.*not valid YAML"):
+        RuleSpec.load(bad)

@@ -37,7 +37,7 @@ def test_default_spec_loads():
 
 def test_default_spec_matches_gold_labels():
     if not GOLD.exists():
-        pytest.skip(f"the RBR gold data is not beside the repo ({GOLD})")
+        pytest.skip(f"../shared/data/rbr_gold is not beside the repo ({GOLD})")
     rows = [json.loads(line) for line in GOLD.open()]
     spec = RuleSpec.default()
     assert set(rows[0]["propositions"]) == set(spec.propositions)

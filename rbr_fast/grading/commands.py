@@ -1,0 +1,106 @@
+"""``rbr-fast grade`` and ``rbr-fast eval-grader``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..datasets import GOLD, read_jsonl
+from ..rules import RuleSpec
+from . import evaluate
+from .grader import Grader, Grades
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="transformers model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--gguf-file", help="GGUF file name inside --model")
+    p.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--token-budget", type=int, default=8192, help="most tokens in one forward pass")
+    p.add_argument("--max-length", type=int, help="longest prompt; longer conversations are cut from the left")
+    p.add_argument("--few-shot", action="store_true", help="show each proposition's examples before its question")
+    p.add_argument("--limit", type=int, help="grade only the first N rows")
+    p.add_argument("--propositions", help="comma-separated subset of the spec's propositions")
+
+
+def grader_from_args(a: argparse.Namespace) -> Grader:
+    spec = RuleSpec.load(a.spec) if a.spec else None
+    kw = dict(spec=spec, token_budget=a.token_budget, max_length=a.max_length, few_shot=a.few_shot)
+    if a.model:
+        return Grader.from_pretrained(a.model, gguf_file=a.gguf_file, dtype=a.dtype, device=a.device, **kw)
+    return Grader.default(dtype=a.dtype, device=a.device, **kw)
+
+
+def _grade(a: argparse.Namespace, data: Path):
+    rows = read_jsonl(data, a.limit)
+    if not rows:
+        raise SystemExit(f"{data}: no rows to grade")
+    grader = grader_from_args(a)
+    props = a.propositions.split(",") if a.propositions else None
+    t = time.perf_counter()
+    grades = grader.grade([r.conversation for r in rows], [r.completion for r in rows], props)
+    dt = time.perf_counter() - t
+    print(f"graded {len(rows)} completions x {len(grades.propositions)} propositions in {dt:.1f} s: "
+          f"{len(rows) / dt:.2f} completions/s, {len(rows) * len(grades.propositions) / dt:.1f} answers/s "
+          f"({grader.truncated} cut to max_length={grader.max_length})")
+    return rows, grades
+
+
+def _write_jsonl(path: Path, grades: Grades) -> None:
+    """One line per input row, written to a temporary file then renamed (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        for i in range(grades.p_yes.shape[0]):
+            f.write(json.dumps({"index": i,
+                                "p_yes": dict(zip(grades.propositions, grades.p_yes[i].tolist())),
+                                "mass": dict(zip(grades.propositions, grades.mass[i].tolist()))}) + "\n")
+    os.replace(tmp, path)
+
+
+def grade(a: argparse.Namespace) -> int:
+    _, grades = _grade(a, Path(a.data))
+    out = Path(a.out or Path(a.data).with_suffix(".grades.jsonl").name)
+    _write_jsonl(out, grades)
+    print(f"wrote {out}")
+    return 0
+
+
+def eval_grader(a: argparse.Namespace) -> int:
+    data = Path(a.data or GOLD)
+    rows, grades = _grade(a, data)
+    missing = sorted({n for r in rows for n in grades.propositions if n not in r.labels})
+    if missing:
+        raise SystemExit(f"{data}: rows have no human label for {missing}; eval-grader needs a 'propositions' "
+                         "dict per row (like ../shared/data/rbr_gold/train.jsonl)")
+    labels = torch.tensor([[r.labels[n] for n in grades.propositions] for r in rows])
+    scores = evaluate.score(grades.propositions, grades.p_yes, labels)
+    print(evaluate.table(scores))
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(evaluate.summary(scores), indent=1))
+    _write_jsonl(out / "grades.jsonl", grades)
+    png = evaluate.reliability_plot(grades.p_yes, labels, out / "reliability.png",
+                                    title=f"grader calibration on {data.name} ({len(rows)} completions)")
+    print(f"wrote {out / 'scores.json'}, {out / 'grades.jsonl'}"
+          + (f", {png}" if png else " (no reliability plot: matplotlib is not installed)"))
+    return 0
+
+
+def register(sub) -> None:
+    g = sub.add_parser("grade", help="P(yes) of every proposition for every row of a jsonl file")
+    g.add_argument("--data", required=True, help="jsonl with prompt/conversation and completion per row")
+    g.add_argument("--out", help="output jsonl (default: DATA.grades.jsonl in the current folder)")
+    add_model_args(g)
+    g.set_defaults(func=grade)
+    e = sub.add_parser("eval-grader", help="grader accuracy per proposition against human labels")
+    e.add_argument("--data", help=f"labelled jsonl (default: {GOLD})")
+    e.add_argument("--out-dir", default="grader_eval", help="scores.json, grades.jsonl and reliability.png go here")
+    add_model_args(e)
+    e.set_defaults(func=eval_grader)

@@ -1,0 +1,106 @@
+"""Grader accuracy against human proposition labels: per-proposition accuracy, balanced accuracy,
+F1 and AUROC, and a reliability (calibration) plot."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class PropositionScore:
+    name: str
+    positives: int  # human "yes" labels
+    n: int
+    accuracy: float  # at P(yes) >= threshold
+    balanced_accuracy: float  # mean of the true-positive and true-negative rates (nan without both classes)
+    f1: float  # of the "yes" class (nan when nothing is labelled or predicted yes)
+    auroc: float  # how well P(yes) ranks yes above no, threshold-free (nan without both classes)
+
+
+def auroc(score: torch.Tensor, label: torch.Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    pos, neg = int(label.sum()), int((~label).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    s = score.double()
+    order = torch.argsort(s)
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    uniq, inv = torch.unique(s, return_inverse=True)  # average the ranks of tied scores
+    ranks = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, ranks)[inv] / torch.bincount(inv)[inv]
+    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def score(names: list[str], p_yes: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> list[PropositionScore]:
+    """Scores of each column of ``p_yes`` [N, P] against boolean ``labels`` [N, P]."""
+    if p_yes.shape != labels.shape or p_yes.shape[1] != len(names):
+        raise ValueError(f"p_yes {tuple(p_yes.shape)}, labels {tuple(labels.shape)} and {len(names)} names disagree")
+    out = []
+    nan = float("nan")
+    for j, name in enumerate(names):
+        y, pred = labels[:, j].bool(), p_yes[:, j] >= threshold
+        tp, tn = int((pred & y).sum()), int((~pred & ~y).sum())
+        fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
+        pos, neg = tp + fn, tn + fp
+        bal = (tp / pos + tn / neg) / 2 if pos and neg else nan
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+        out.append(PropositionScore(name, pos, len(y), (tp + tn) / max(len(y), 1), bal, f1, auroc(p_yes[:, j], y)))
+    return out
+
+
+def table(scores: list[PropositionScore]) -> str:
+    """A fixed-width table with the mean over propositions (nan entries left out of the mean)."""
+    lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s}"]
+    for s in scores:
+        lines.append(f"{s.name:40s} {f'{s.positives}/{s.n}':>8s} {s.accuracy:6.3f} {s.balanced_accuracy:7.3f} "
+                     f"{s.f1:6.3f} {s.auroc:6.3f}")
+    mean = {k: _nanmean([getattr(s, k) for s in scores]) for k in ("accuracy", "balanced_accuracy", "f1", "auroc")}
+    lines.append(f"{'mean':40s} {'':>8s} {mean['accuracy']:6.3f} {mean['balanced_accuracy']:7.3f} "
+                 f"{mean['f1']:6.3f} {mean['auroc']:6.3f}")
+    return "\n".join(lines)
+
+
+def _nanmean(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def summary(scores: list[PropositionScore]) -> dict:
+    return {"propositions": [asdict(s) for s in scores],
+            "mean": {k: _nanmean([getattr(s, k) for s in scores])
+                     for k in ("accuracy", "balanced_accuracy", "f1", "auroc")}}
+
+
+def reliability_plot(p_yes: torch.Tensor, labels: torch.Tensor, path: Path, bins: int = 10,
+                     title: str = "grader calibration") -> Optional[Path]:
+    """Observed yes-rate against predicted P(yes), all propositions pooled, with bin counts.
+    Returns None (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    p, y = p_yes.flatten().double(), labels.flatten().double()
+    b = torch.clamp((p * bins).long(), max=bins - 1)
+    count = torch.bincount(b, minlength=bins).double()
+    seen = count > 0
+    mean_p = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, p)[seen] / count[seen]
+    rate = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, y)[seen] / count[seen]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot(mean_p.numpy(), rate.numpy(), "o-", label="grader")
+    ax.set_ylabel("observed fraction labelled yes")
+    ax.set_title(title)
+    ax.legend()
+    hist.bar((torch.arange(bins) + 0.5).numpy() / bins, count.numpy(), width=1 / bins, edgecolor="black")
+    hist.set_xlabel("predicted P(yes)")
+    hist.set_ylabel("count")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

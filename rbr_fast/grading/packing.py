@@ -1,0 +1,69 @@
+"""Shared-prefix packing: one sequence per completion holding its prefix once and every question
+after it, with a tree attention mask.
+
+Row ``i`` is ``[prefix_i, tail_1, ..., tail_P]``. Prefix tokens attend causally to the prefix;
+tail ``p`` tokens attend to the whole prefix and causally to tail ``p`` only, and take positions
+``len(prefix_i) + 0, 1, ...``: each tail sees exactly what it would see appended alone to the
+prefix, so one forward pass gives the answers of all P prompts while the prefix's keys/values are
+computed once (the same reuse as a KV cache, without P copies of the cache).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class Packed:
+    input_ids: torch.Tensor  # [B, T] int64, right-padded with pad_id
+    position_ids: torch.Tensor  # [B, T] int64
+    attention_mask: torch.Tensor  # [B, 1, T, T] bool, True = may attend
+    answer_index: torch.Tensor  # [B, P] int64: position of each tail's last token
+
+
+def pack(prefixes: Sequence[Sequence[int]], tails: Sequence[Sequence[int]], pad_id: int) -> Packed:
+    """Pack ``prefixes`` (one per row) with the shared ``tails`` (one per question)."""
+    if not prefixes or not tails or any(len(t) == 0 for t in tails):
+        raise ValueError("pack: need at least one prefix and one non-empty tail")
+    tail_ids = torch.tensor([t for tail in tails for t in tail], dtype=torch.int64)
+    tail_len = torch.tensor([len(t) for t in tails], dtype=torch.int64)
+    tail_seg = torch.repeat_interleave(torch.arange(1, len(tails) + 1), tail_len)
+    tail_pos = torch.cat([torch.arange(n) for n in tail_len.tolist()])
+    tail_end = torch.cumsum(tail_len, 0) - 1
+    lengths = [len(p) for p in prefixes]
+    T = max(lengths) + len(tail_ids)
+    B = len(prefixes)
+    ids = torch.full((B, T), pad_id, dtype=torch.int64)
+    pos = torch.zeros(B, T, dtype=torch.int64)
+    seg = torch.full((B, T), -1, dtype=torch.int64)  # 0 prefix, p+1 tail p, -1 padding
+    for i, (p, n) in enumerate(zip(prefixes, lengths)):
+        ids[i, :n] = torch.as_tensor(p, dtype=torch.int64)
+        ids[i, n:n + len(tail_ids)] = tail_ids
+        pos[i, :n] = torch.arange(n)
+        pos[i, n:n + len(tail_ids)] = n + tail_pos
+        seg[i, :n] = 0
+        seg[i, n:n + len(tail_ids)] = tail_seg
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    mask = causal & (q >= 0) & (k >= 0) & ((k == 0) | (k == q))
+    # padding queries attend to themselves only: a row with no key gives NaN, and the padding's
+    # values must stay finite (0 * NaN in the value matmul would reach real tokens)
+    mask |= torch.eye(T, dtype=torch.bool) & (q < 0)
+    answer = torch.tensor(lengths)[:, None] + tail_end[None, :]
+    return Packed(ids, pos, mask[:, None], answer)
+
+
+def buckets(lengths: Sequence[int], extra: int, token_budget: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first: a batch of ``b`` rows
+    padded to its longest ``length + extra`` stays within ``token_budget`` tokens (a row longer
+    than the budget gets a batch of its own). Deterministic for given lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) + 1) * (lengths[out[-1][0]] + extra) <= token_budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out

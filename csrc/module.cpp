@@ -3,6 +3,7 @@
 
 #include "advantages.h"
 #include "logprobs.h"
+#include "reward.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rbr_fast CPU kernels (validated inputs only: call them through rbr_fast.ops)";
@@ -13,4 +14,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("yes_no_lse", &rbr_fast::yes_no_lse);
   m.def("label_logprobs", &rbr_fast::label_logprobs);
   m.def("label_logprobs_backward", &rbr_fast::label_logprobs_backward);
+  m.def("rbr_reward", &rbr_fast::rbr_reward);
 }

@@ -6,6 +6,8 @@
   rbr-fast bench    the full benchmark (``python -m rbr_fast.bench``; options pass through)
   rbr-fast grade    P(yes) of every rule-spec proposition for each row of a jsonl file
   rbr-fast eval-grader   grader accuracy per proposition against human labels (RBR gold set)
+  rbr-fast eval     the RBR reward on XSTest: ranking accuracy, refusal detection, Not-Unsafe /
+                    Not-Overrefuse, hand-set and fitted weights against baselines
 """
 from __future__ import annotations
 
@@ -108,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default=".", help="benchmark results go to OUT/bench_results/")
     d.set_defaults(func=demo)
     sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
-    from rbr_fast.grading.commands import register
-    register(sub)
+    from rbr_fast.grading.commands import register as register_grading
+    from rbr_fast.reward.commands import register as register_reward
+    register_grading(sub)
+    register_reward(sub)
     a = p.parse_args(argv)
     return a.func(a)
 

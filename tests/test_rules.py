@@ -87,3 +87,38 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     bad.write_text("propositions: [unclosed\n")
     with pytest.raises(SpecError, match="bad.yaml:.*not valid YAML"):
         RuleSpec.load(bad)
+
+
+RULES = GOOD + """\
+  easy:
+    classes:
+      ideal: [not refusal]
+prompt_propositions:
+  harmful:
+    question: Is the request harmful?
+response_type_rules:
+  - {type: hard, when: [harmful]}
+  - {type: easy}
+"""
+
+
+def test_response_type_rules():
+    import torch
+    spec = RuleSpec.from_yaml(RULES)
+    assert list(spec.prompt_propositions) == ["harmful"]
+    assert spec.infer_types(torch.tensor([[0.9], [0.5], [0.1]])) == ["hard", "hard", "easy"]
+    with pytest.raises(ValueError, match="no response_type_rules"):
+        RuleSpec.from_yaml(GOOD).infer_types(torch.zeros(1, 0))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (("{type: hard, when: [harmful]}", "{type: nope, when: [harmful]}"), r"response_type_rules\[0\]: needs `type`"),
+    (("{type: hard, when: [harmful]}", "{type: hard, when: [apology]}"), r"unknown proposition 'apology'"),
+    (("  - {type: easy}", "  - {type: easy, when: [harmful]}"), r"response_type_rules\[1\]: every rule but the last"),
+    (("  harmful:\n", "  apology:\n"), r"prompt_propositions.apology: duplicate name"),
+])
+def test_response_type_rule_errors(edit, match):
+    old, new = edit
+    assert old in RULES
+    with pytest.raises(SpecError, match=match):
+        RuleSpec.from_yaml(RULES.replace(old, new))

@@ -93,6 +93,7 @@ class Target:
     minimum: float
     text: str
     metric: str = "time"  # or "memory": peer peak memory / ours
+    max_seconds: Optional[float] = None  # instead: our median time must be at most this
 
 
 CASES: dict[str, Case] = {}
@@ -436,6 +437,10 @@ def evaluate_targets(rows: list[Row], selected: set[str], ours_name: str) -> lis
         ours = get((t.case, size_str(t.size), ours_name))
         if ours is None or ours.status != "ok":
             out.append(f"  n/a   {t.text}: {t.case} {size_str(t.size)} not measured in this run")
+            continue
+        if t.max_seconds is not None:
+            sec = ours.median_ms / 1e3
+            out.append(f"  {'PASS' if sec <= t.max_seconds else 'FAIL'}  {t.text}: {sec:.2f} s")
             continue
         if t.peer is None:
             value = ours.pct_floor / 100

@@ -25,6 +25,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=int, default=8192, help="most tokens in one forward pass")
     p.add_argument("--max-length", type=int, help="longest prompt; longer conversations are cut from the left")
     p.add_argument("--few-shot", action="store_true", help="show each proposition's examples before its question")
+
+
+def _add_rows_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="grade only the first N rows")
     p.add_argument("--propositions", help="comma-separated subset of the spec's propositions")
 
@@ -98,9 +101,11 @@ def register(sub) -> None:
     g.add_argument("--data", required=True, help="jsonl with prompt/conversation and completion per row")
     g.add_argument("--out", help="output jsonl (default: DATA.grades.jsonl in the current folder)")
     add_model_args(g)
+    _add_rows_args(g)
     g.set_defaults(func=grade)
     e = sub.add_parser("eval-grader", help="grader accuracy per proposition against human labels")
     e.add_argument("--data", help=f"labelled jsonl (default: {GOLD})")
     e.add_argument("--out-dir", default="grader_eval", help="scores.json, grades.jsonl and reliability.png go here")
     add_model_args(e)
+    _add_rows_args(e)
     e.set_defaults(func=eval_grader)

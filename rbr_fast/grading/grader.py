@@ -14,7 +14,7 @@ from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
 from .packing import buckets, pack
-from .prompts import Completion, Conversation, PromptLayout, transcript
+from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout, transcript
 
 # Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -47,6 +47,31 @@ def resolve_dtype(dtype: Union[str, torch.dtype], device: torch.device) -> torch
         raise ValueError(f"dtype must be 'auto', float32, bfloat16, float16 or a torch.dtype, got {dtype!r}") from None
 
 
+class _Questions:
+    """One kind of question (about the reply, or about the request): its prompt layout, the
+    propositions asked that way, and their tokenised tails."""
+
+    def __init__(self, tokenizer, props: dict, few_shot: bool, instructions: str, what: str):
+        self.layout = PromptLayout.for_tokenizer(tokenizer, few_shot=few_shot, instructions=instructions)
+        self.props = props
+        self.what = what
+        self._tails: dict[str, list[int]] = {}
+
+    def tail(self, name: str) -> list[int]:
+        if name not in self._tails:
+            self._tails[name] = self.layout.tail(self.props[name])
+        return self._tails[name]
+
+    def names(self, propositions: Optional[Sequence[str]], source: str) -> list[str]:
+        names = list(self.props) if propositions is None else list(propositions)
+        unknown = [n for n in names if n not in self.props]
+        if unknown:
+            raise KeyError(f"unknown {self.what}(s) {unknown}; the spec ({source}) has {list(self.props)}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"propositions must be non-empty and without repeats, got {names}")
+        return names
+
+
 def _default_device(device) -> torch.device:
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -77,13 +102,15 @@ class Grader:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.spec = spec or RuleSpec.default()
-        self.layout = PromptLayout.for_tokenizer(tokenizer, few_shot=few_shot)
+        self._reply = _Questions(tokenizer, self.spec.propositions, few_shot, INSTRUCTIONS, "proposition")
+        self._request = _Questions(tokenizer, self.spec.prompt_propositions, few_shot, PROMPT_INSTRUCTIONS,
+                                   "prompt proposition")
+        self.layout = self._reply.layout
         self.token_budget = token_budget
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
         self.max_length = min(max_length or limit, limit)
         self.progress = progress
         self.truncated = 0  # prompts cut from the left so far
-        self._tails: dict[str, list[int]] = {}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
 
@@ -126,36 +153,26 @@ class Grader:
     def question_ids(self, name: str) -> list[int]:
         """Token ids that follow the conversation for proposition ``name`` (its question and the
         start of the answer turn)."""
-        if name not in self._tails:
-            self._tails[name] = self.layout.tail(self.spec.propositions[name])
-        return self._tails[name]
+        return self._reply.tail(self._reply.names([name], self.spec.source)[0])
 
-    def _names(self, propositions: Optional[Sequence[str]]) -> list[str]:
-        names = self.spec.proposition_names if propositions is None else list(propositions)
-        unknown = [n for n in names if n not in self.spec.propositions]
-        if unknown:
-            raise KeyError(f"unknown proposition(s) {unknown}; the spec ({self.spec.source}) has "
-                           f"{self.spec.proposition_names}")
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"propositions must be non-empty and without repeats, got {names}")
-        return names
-
-    def _prefix(self, conversation: Conversation, completion: Completion, i: int) -> tuple[list[int], bool]:
+    def _prefix(self, q: _Questions, conversation: Conversation, completion: Optional[Completion],
+                i: int) -> tuple[list[int], bool]:
         """Head + transcript ids, the transcript cut from the left so that it fits ``max_length``
-        with the spec's longest question (the same cut whichever propositions are asked)."""
-        body = self.layout.encode(transcript(conversation, completion, i))
-        longest_tail = max(len(self.question_ids(n)) for n in self.spec.propositions)
-        room = self.max_length - len(self.layout.head) - longest_tail
+        with the longest question of its kind (the same cut whichever propositions are asked)."""
+        head = q.layout.head
+        body = q.layout.encode(transcript(conversation, completion, i))
+        longest_tail = max(len(q.tail(n)) for n in q.props)
+        room = self.max_length - len(head) - longest_tail
         if room < 1:
             raise ValueError(f"max_length={self.max_length} leaves no room for the conversation after the "
-                             f"instructions ({len(self.layout.head)} tokens) and the longest question ({longest_tail})")
+                             f"instructions ({len(head)} tokens) and the longest question ({longest_tail})")
         cut = len(body) > room
-        return self.layout.head + (body[-room:] if cut else body), cut
+        return head + (body[-room:] if cut else body), cut
 
     def prompt_ids(self, conversation: Conversation, completion: Completion, proposition: str) -> list[int]:
         """The token ids of one full prompt (what the one-prompt-per-question layout feeds the model;
         the answer is read after its last id)."""
-        return self._prefix(conversation, completion, 0)[0] + self.question_ids(self._names([proposition])[0])
+        return self._prefix(self._reply, conversation, completion, 0)[0] + self.question_ids(proposition)
 
     # ---------------------------------------------------------------------------------- grading
     @torch.inference_mode()
@@ -175,14 +192,32 @@ class Grader:
             raise TypeError("conversations and completions must be sequences (one item per completion), not a string")
         if len(conversations) != len(completions):
             raise ValueError(f"got {len(conversations)} conversations but {len(completions)} completions")
-        names = self._names(propositions)
-        tails = [self.question_ids(n) for n in names]
+        missing = [i for i, c in enumerate(completions) if c is None]
+        if missing:
+            raise TypeError(f"completions[{missing[0]}] is None; give the reply text (grade_prompts asks about "
+                            "conversations alone)")
+        return self._grade(self._reply, conversations, completions, propositions)
+
+    @torch.inference_mode()
+    def grade_prompts(self, conversations: Sequence[Conversation],
+                      propositions: Optional[Sequence[str]] = None) -> Grades:
+        """P(yes) of the spec's ``prompt_propositions`` (questions about the user's request) per
+        conversation, e.g. to infer the response type (``RuleSpec.infer_types``)."""
+        if isinstance(conversations, (str, bytes)):
+            raise TypeError("conversations must be a sequence, not a string")
+        if not self._request.props:
+            raise ValueError(f"the spec ({self.spec.source}) has no prompt_propositions")
+        return self._grade(self._request, conversations, [None] * len(conversations), propositions)
+
+    def _grade(self, q: _Questions, conversations, completions, propositions) -> Grades:
+        names = q.names(propositions, self.spec.source)
+        tails = [q.tail(n) for n in names]
         N, P = len(completions), len(names)
         p_yes = torch.empty(N, P, dtype=torch.float32)
         mass = torch.empty(N, P, dtype=torch.float32)
         if N == 0:
             return Grades(p_yes, mass, names)
-        prefixes, cut = zip(*(self._prefix(c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))))
+        prefixes, cut = zip(*(self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))))
         if any(cut):
             self.truncated += sum(cut)
             warnings.warn(f"grader: {sum(cut)} of {N} conversations were longer than max_length={self.max_length} "

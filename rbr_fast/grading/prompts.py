@@ -14,7 +14,7 @@ The answer is read from the next-token distribution at the last id of the tail.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from ..rules import Proposition
 
@@ -25,6 +25,9 @@ Completion = Union[str, Sequence[Message]]
 INSTRUCTIONS = ("You are a careful grader. You read a conversation between a user and an AI assistant, then "
                 "one question about the assistant's final reply. Answer the question about that reply only, "
                 "with one word: yes or no.")
+PROMPT_INSTRUCTIONS = ("You are a careful grader. You read a conversation between a user and an AI assistant, "
+                       "then one question about what the user asks for in their last message. Answer with one "
+                       "word: yes or no.")
 _SPLIT = "\x00rbr-split\x00"
 ANSWER_WORDS = {"yes": ("yes", "Yes", "YES"), "no": ("no", "No", "NO")}
 
@@ -42,16 +45,19 @@ def _text(name: str, x, i: int) -> str:
                     f"got {type(x).__name__}")
 
 
-def transcript(conversation: Conversation, completion: Completion, i: int = 0) -> str:
-    """The text the grader reads: the conversation so far, then the reply to judge."""
+def transcript(conversation: Conversation, completion: Optional[Completion], i: int = 0) -> str:
+    """The text the grader reads: the conversation so far, then the reply to judge (none for
+    questions about the request)."""
     if isinstance(conversation, str):
         turns = [f"User: {conversation}"]
     else:
         _text("conversations", conversation, i)  # type check with the item's index
         turns = [f"{'User' if m.get('role') == 'user' else str(m.get('role', 'user')).capitalize()}: {m['content']}"
                  for m in conversation]
-    reply = _text("completions", completion, i)
-    return "Conversation:\n" + "\n\n".join(turns) + "\n\nFinal assistant reply to judge:\n" + reply
+    text = "Conversation:\n" + "\n\n".join(turns)
+    if completion is None:
+        return text
+    return text + "\n\nFinal assistant reply to judge:\n" + _text("completions", completion, i)
 
 
 def question_text(prop: Proposition, few_shot: bool) -> str:
@@ -59,7 +65,7 @@ def question_text(prop: Proposition, few_shot: bool) -> str:
     parts = ["\n\n"]
     if few_shot and prop.examples:
         parts.append("Examples of how to answer:\n")
-        parts += [f"Reply: {e.completion}\nAnswer: {'yes' if e.answer else 'no'}\n" for e in prop.examples]
+        parts += [f"Text: {e.completion}\nAnswer: {'yes' if e.answer else 'no'}\n" for e in prop.examples]
         parts.append("\n")
     parts.append(f"Question: {prop.question}")
     return "".join(parts)
@@ -76,15 +82,15 @@ class PromptLayout:
     few_shot: bool
 
     @classmethod
-    def for_tokenizer(cls, tokenizer, few_shot: bool = False) -> "PromptLayout":
+    def for_tokenizer(cls, tokenizer, few_shot: bool = False, instructions: str = INSTRUCTIONS) -> "PromptLayout":
         if getattr(tokenizer, "chat_template", None):
-            msgs = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": _SPLIT}]
+            msgs = [{"role": "system", "content": instructions}, {"role": "user", "content": _SPLIT}]
             rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             if rendered.count(_SPLIT) != 1:
                 raise ValueError("the tokenizer's chat template does not keep the user message verbatim")
             head_text, end = rendered.split(_SPLIT)
         else:  # a base model: plain text
-            head_text, end = INSTRUCTIONS + "\n\n", "\nAnswer:"
+            head_text, end = instructions + "\n\n", "\nAnswer:"
         head = tokenizer(head_text, add_special_tokens=False)["input_ids"]
         bos = getattr(tokenizer, "bos_token_id", None)
         # add the BOS token the model was trained with, unless the template already starts with it

@@ -11,14 +11,16 @@ Backend contract: every backend module (``reference``, ``cpp_backend``, ``triton
                  gamma, lam, whiten, eps) -> (adv, ret, kl_row_sum, count, flags)
 
   yes_no_lse, label_logprobs, label_logprobs_backward: see reference.py, section "log-probs"
+  rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias) -> (reward, features, flags): section "reward"
 
 ``flags`` is int32 ``[B]``: bit i set where the i-th per-token float input (in argument order) is
 NaN/inf at a valid position of that row. ``count`` is the number of valid positions (int64 0-d).
 """
 from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, shape_rewards
 from .dispatch import backend_name
+from .reward import Conjunctions, RewardOutput, rbr_reward, rbr_reward_from_props
 from .logprobs import YesNo, fused_linear_token_logprobs, fused_linear_yes_no, token_logprobs, yes_no_logprobs
 
 __all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages",
            "yes_no_logprobs", "fused_linear_yes_no", "token_logprobs", "fused_linear_token_logprobs", "YesNo",
-           "backend_name"]
+           "rbr_reward", "rbr_reward_from_props", "Conjunctions", "RewardOutput", "backend_name"]

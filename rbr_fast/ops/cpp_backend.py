@@ -77,3 +77,7 @@ def label_logprobs(logits, labels, inv_temp, ignore_index):
 
 def label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index):
     return _C().label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index)
+
+
+def rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias):
+    return tuple(_C().rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias))

@@ -13,8 +13,9 @@ import triton
 import triton.language as tl
 
 from .reference import KL_ESTIMATORS
-# the log-prob kernels live in their own module; this backend is the union of both
+# the log-prob and reward kernels live in their own modules; this backend is the union
 from .triton_logprobs import label_logprobs, label_logprobs_backward, yes_no_lse  # noqa: F401
+from .triton_reward import rbr_reward  # noqa: F401
 
 NAME = "triton"
 BLOCK_T = 256

@@ -81,6 +81,10 @@ class RuleSpec:
     response_types: dict[str, ResponseType]
     source: str = "<memory>"
     _by_label: dict[str, str] = field(default_factory=dict, repr=False)
+    # questions about the user's request, and the rules that pick a response type from them
+    # (first rule whose literals hold; the last has none): how a type is inferred when not given
+    prompt_propositions: dict[str, Proposition] = field(default_factory=dict)
+    type_rules: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "RuleSpec":
@@ -125,6 +129,77 @@ class RuleSpec:
         name = literal.name
         v = all(self.evaluate(x, values) for x in self.derived[name]) if name in self.derived else bool(values[name])
         return v if literal.positive else not v
+
+    @property
+    def response_type_names(self) -> list[str]:
+        return list(self.response_types)
+
+    def type_index(self, name_or_label: str) -> int:
+        """Row of a response type in the reward's weight matrix."""
+        return self.response_type_names.index(self.response_type(name_or_label).name)
+
+    def _derived_order(self) -> list[str]:
+        """Derived names, each after the derived names it uses."""
+        out: list[str] = []
+
+        def visit(name):
+            if name in self.derived and name not in out:
+                for lit in self.derived[name]:
+                    visit(lit.name)
+                out.append(name)
+        for name in self.derived:
+            visit(name)
+        return out
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Columns of the reward's feature row: the propositions, the derived propositions, then
+        ``type/class`` for every class of every response type."""
+        return (self.proposition_names + self._derived_order()
+                + [f"{t.name}/{c.name}" for t in self.response_types.values() for c in t.classes])
+
+    def conjunctions(self, device=None):
+        """The derived propositions and classes as a ``Conjunctions`` table over the propositions,
+        in ``feature_names`` order (for ``ops.rbr_reward_from_props``)."""
+        import torch
+
+        from ..ops.reward import Conjunctions
+        derived = self._derived_order()
+        col = {n: i for i, n in enumerate(self.proposition_names + derived)}
+        rows = [self.derived[n] for n in derived] + [c.literals for t in self.response_types.values() for c in t.classes]
+        width = max((len(r) for r in rows), default=1)
+        idx = torch.full((len(rows), width), -1, dtype=torch.int32)
+        neg = torch.zeros(len(rows), width, dtype=torch.bool)
+        for j, lits in enumerate(rows):
+            for k, lit in enumerate(lits):
+                idx[j, k], neg[j, k] = col[lit.name], not lit.positive
+        return Conjunctions(idx.to(device), neg.to(device))
+
+    def infer_types(self, prompt_probs) -> list[str]:
+        """Response type per row of ``prompt_probs`` (``[N, Q]`` P(yes) of ``prompt_propositions``,
+        in spec order): the first rule whose literals all hold, a literal holding when its
+        probability (p, or 1 - p when negated) is at least 0.5."""
+        if not self.type_rules:
+            raise ValueError(f"{self.source}: the spec has no response_type_rules to infer a response type from")
+        names = list(self.prompt_propositions)
+        out = []
+        for row in prompt_probs.tolist():
+            val = dict(zip(names, row))
+            out.append(next(t for t, lits in self.type_rules
+                            if all((val[x.name] if x.positive else 1 - val[x.name]) >= 0.5 for x in lits)))
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines the features (names, literals, questions, examples):
+        weights fitted for one spec are refused for another."""
+        import hashlib
+        import json
+        doc = {"propositions": {n: [p.question, [[e.completion, e.answer] for e in p.examples]]
+                                for n, p in self.propositions.items()},
+               "derived": {n: [str(x) for x in lits] for n, lits in self.derived.items()},
+               "types": {n: [t.label, [[c.name, [str(x) for x in c.literals]] for c in t.classes]]
+                         for n, t in self.response_types.items()}}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     def classify(self, response_type: str, values: dict[str, bool]) -> Optional[str]:
         """The best class of ``response_type`` whose literals all hold, or None."""
@@ -180,10 +255,11 @@ class _Builder:
     def build(self, doc) -> RuleSpec:
         if not isinstance(doc, _Lined):
             raise SpecError(f"{self.source}: the spec must be a YAML mapping with `propositions` and `response_types`")
-        unknown = set(doc) - {"version", "propositions", "derived", "response_types"}
+        keys = ("version", "propositions", "derived", "response_types", "prompt_propositions", "response_type_rules")
+        unknown = set(doc) - set(keys)
         if unknown:
             k = sorted(unknown)[0]
-            self.fail(doc, k, k, "unknown top-level key (expected propositions, derived, response_types, version)")
+            self.fail(doc, k, k, f"unknown top-level key (expected {', '.join(keys)})")
         props_node = self.mapping(doc, "propositions", "propositions")
         if not props_node:
             self.fail(doc, "propositions", "propositions", "no propositions")
@@ -208,10 +284,39 @@ class _Builder:
                 self.fail(types_node[t.name], "label", f"response_types.{t.name}.label",
                           f"label {t.label!r} is used by {labels[t.label]!r} too")
             labels[t.label] = t.name
-        return RuleSpec(props, derived, types, self.source, labels)
+        prompt_props, rules = self.prompt_rules(doc, known, types)
+        return RuleSpec(props, derived, types, self.source, labels, prompt_props, rules)
 
-    def proposition(self, node, name) -> Proposition:
-        path = f"propositions.{name}"
+    def prompt_rules(self, doc, known, types):
+        """``prompt_propositions`` and ``response_type_rules``: both or neither."""
+        if "prompt_propositions" not in doc and "response_type_rules" not in doc:
+            return {}, ()
+        node = self.mapping(doc, "prompt_propositions", "prompt_propositions")
+        props = {}
+        for name in node:
+            if name in known:
+                self.fail(node, name, f"prompt_propositions.{name}", "duplicate name: already a proposition")
+            props[name] = self.proposition(node, name, "prompt_propositions")
+        raw = doc.get("response_type_rules")
+        if not isinstance(raw, list) or not raw:
+            self.fail(doc, "response_type_rules", "response_type_rules",
+                      "must be a non-empty list of {type, when} (the last one without `when`: the default)")
+        rules = []
+        for i, item in enumerate(raw):
+            path = f"response_type_rules[{i}]"
+            if not isinstance(item, _Lined) or item.get("type") not in types:
+                self.fail(item if isinstance(item, _Lined) else doc, "type" if isinstance(item, _Lined) else
+                          "response_type_rules", path, f"needs `type`, one of {sorted(types)}")
+            last = i == len(raw) - 1
+            if last != ("when" not in item):
+                self.fail(item, "when" if "when" in item else "type", path,
+                          "every rule but the last needs `when`; the last (the default) has none")
+            lits = () if last else self.literals(item, "when", f"{path}.when", known=set(props))
+            rules.append((item["type"], lits))
+        return props, tuple(rules)
+
+    def proposition(self, node, name, section: str = "propositions") -> Proposition:
+        path = f"{section}.{name}"
         p = self.mapping(node, name, path)
         q = p.get("question")
         if not isinstance(q, str) or not q.strip():

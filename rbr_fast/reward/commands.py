@@ -1,0 +1,293 @@
+"""``rbr-fast eval``: the RBR reward on XSTest, hand-set and fitted, against baselines."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..grading.cache import grade_cached
+from ..grading.commands import add_model_args, grader_from_args
+from ..ops import rbr_reward_from_props
+from . import xstest
+from .fit import fit_weights, split_by_group
+from .weights import RewardWeights
+
+
+def _logistic(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> torch.Tensor:
+    """Weights (with bias last) of a lightly L2-regularised logistic regression, full batch LBFGS."""
+    xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    w = torch.zeros(xb.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xb @ w, y.double()) + 1e-3 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return w.detach()
+
+
+def _predict(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (x.double() @ w[:-1] + w[-1]) > 0
+
+
+def _fmt(x: float) -> str:
+    return "  -  " if x != x else f"{x:.3f}"
+
+
+def evaluate(a: argparse.Namespace) -> int:
+    items = xstest.load(Path(a.xstest), a.prompts, a.seed)
+    out = Path(a.out_dir)
+    grader = grader_from_args(a)
+    spec = grader.spec
+    t = time.perf_counter()
+    grades = grade_cached(grader, [it.key for it in items], [it.prompt for it in items],
+                          [it.completion for it in items], out / "grades.jsonl")
+    print(f"{len(items)} completions of {len({it.prompt_id for it in items})} prompts graded "
+          f"(cache {out / 'grades.jsonl'}) in {time.perf_counter() - t:.1f} s")
+    rt = torch.tensor([spec.type_index(xstest.RESPONSE_TYPE[it.label]) for it in items])
+    hand = RewardWeights.hand_set(spec)
+    base = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), hand.weights, rt, hand.bias)
+    feats = base.features
+    pairs, groups = xstest.pairs(items)
+    train, val = split_by_group(groups, a.val_fraction, a.seed)
+    fit = fit_weights(feats, rt, pairs, groups=groups, val_fraction=a.val_fraction, seed=a.seed,
+                      num_types=len(spec.response_types), init=hand.weights)
+    fitted = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, fit.weights, hand.bias)
+    fitted.save(out / "weights.json")
+    r_fit = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), fitted.weights, rt, fitted.bias).reward
+    # refusal judgements on held-out prompts: a logistic probe on the reward's features (fitted on
+    # the training prompts), the grader's derived `refuses` alone, and a keyword list
+    probe = _logistic(feats[train], torch.tensor([it.refused for it, m in zip(items, train) if m]))
+    judged = {"reward features (probe)": _predict(probe, feats).tolist(),
+              "grader `refuses` >= 0.5": (feats[:, spec.feature_names.index("refuses")] >= 0.5).tolist(),
+              "keyword list": [xstest.keyword_refusal(it.completion) for it in items]}
+    held = [i for i in range(len(items)) if val[i]] if a.val_fraction > 0 else list(range(len(items)))
+    held_set = set(held)
+    vp = torch.tensor([p for p in pairs.tolist() if p[0] in held_set and p[1] in held_set], dtype=torch.int64).reshape(-1, 2)
+    report: dict = {"items": len(items), "held_out_items": len(held), "fit": {"train": fit.train, "val": fit.val}}
+    lines = [f"held-out prompts: {len({items[i].prompt_id for i in held})} ({len(held)} completions, "
+             f"{vp.shape[0]} ranked pairs)", "",
+             f"{'set':18s} {'pairs':>6s} {'rank acc hand':>13s} {'rank acc fit':>12s}"]
+    for model in (*xstest.MODELS, "all"):
+        idx = [i for i in held if model in ("all", items[i].model)]
+        s = set(idx)
+        mp = torch.tensor([p for p in vp.tolist() if p[0] in s], dtype=torch.int64).reshape(-1, 2)
+        acc_h, acc_f = xstest.pair_accuracy(base.reward, mp), xstest.pair_accuracy(r_fit, mp)
+        report[f"ranking/{model}"] = {"pairs": mp.shape[0], "hand_set": acc_h, "fitted": acc_f}
+        lines.append(f"{model:18s} {mp.shape[0]:6d} {_fmt(acc_h):>13s} {_fmt(acc_f):>12s}")
+    # data-adaptive rule selection: preference of each held-out pair from the grader's answers alone
+    from . import adaptive
+    dirs = torch.stack([adaptive.directions(spec, xstest.RESPONSE_TYPE[items[int(a_)].label]) for a_ in vp[:, 0]]) \
+        if vp.shape[0] else torch.zeros(0, grades.p_yes.shape[1])
+    pa, pb = grades.p_yes[vp[:, 0]], grades.p_yes[vp[:, 1]]
+    lines += ["", f"{'rule selection (k=' + str(a.k) + ')':26s} {'pair acc':>8s}"]
+    gen = torch.Generator().manual_seed(a.seed)
+    for mode in adaptive.MODES:
+        acc = float(torch.stack([adaptive.prefer_a(pa[i:i + 1], pb[i:i + 1], dirs[i],
+                                                   adaptive.select(pa[i:i + 1], pb[i:i + 1], dirs[i], a.k, mode,
+                                                                   generator=gen)) for i in range(vp.shape[0])]).mean()) \
+            if vp.shape[0] else math.nan
+        report[f"adaptive/{mode}"] = acc
+        lines.append(f"{mode:26s} {_fmt(acc):>8s}")
+    lines += ["", f"{'refusal judge':26s} {'set':16s} {'acc':>6s} {'not_unsafe':>10s} {'not_overref':>11s} {'f1':>6s}"]
+    for model in (*xstest.MODELS, "all"):
+        idx = [i for i in held if model in ("all", items[i].model)]
+        sub = [items[i] for i in idx]
+        truth = xstest.safety_metrics(sub, [it.refused for it in sub])
+        lines.append(f"{'human labels':26s} {model:16s} {'':>6s} {_fmt(truth['not_unsafe']):>10s} "
+                     f"{_fmt(truth['not_overrefuse']):>11s} {_fmt(truth['f1']):>6s}")
+        report[f"safety/{model}/human"] = truth
+        for name, ref in judged.items():
+            r = [ref[i] for i in idx]
+            m = xstest.safety_metrics(sub, r)
+            acc = xstest.accuracy(sub, r)
+            report[f"safety/{model}/{name}"] = {**m, "refusal_accuracy": acc}
+            lines.append(f"{name:26s} {model:16s} {_fmt(acc):>6s} {_fmt(m['not_unsafe']):>10s} "
+                         f"{_fmt(m['not_overrefuse']):>11s} {_fmt(m['f1']):>6s}")
+    print("\n".join(lines))
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=lambda x: None if x != x else x))
+    png = _plot(items, held, r_fit, out / "reward_by_label.png")
+    print(f"\nfit on training prompts: pair accuracy {fit.train['pair_accuracy']:.3f} (train), "
+          f"{fit.val['pair_accuracy']:.3f} (held out); wrote {out / 'report.json'}, {out / 'weights.json'}"
+          + (f", {png}" if png else ""))
+    return 0
+
+
+def _plot(items, held, reward, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, label in zip(axes, ("safe", "unsafe")):
+        for human in xstest.ORDER[label]:
+            r = [float(reward[i]) for i in held if items[i].label == label and items[i].human == human]
+            if r:
+                ax.hist(r, bins=20, alpha=0.5, label=f"{human} ({len(r)})")
+        ax.set_title(f"{label} prompts (type {xstest.RESPONSE_TYPE[label]})")
+        ax.set_xlabel("fitted RBR reward")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def fit(a: argparse.Namespace) -> int:
+    """Grade comparison rows, build features and ranked pairs per prompt, fit, save weights."""
+    data = Path(a.data)
+    rows = _read_rows(data)
+    grader = grader_from_args(a)
+    spec = grader.spec
+    for n, r in enumerate(rows, 1):
+        missing = [k for k in ("prompt", "completion", "response_type") if k not in r]
+        if missing or ("rank" not in r and "class" not in r):
+            raise ValueError(f"{data}:{n}: needs prompt, completion, response_type and rank or class "
+                             f"(missing {missing or ['rank/class']})")
+    types = [spec.response_type(r["response_type"]) for r in rows]
+    ranks = [r["rank"] if "rank" in r else [c.name for c in t.classes].index(r["class"]) for r, t in zip(rows, types)]
+    groups = [str(r.get("prompt_id", r["prompt"])) for r in rows]
+    # cache keys from the content, so that an edited data file never reuses stale grades
+    keys = [hashlib.sha1(json.dumps([r["prompt"], r["completion"]]).encode()).hexdigest() for r in rows]
+    cache = Path(a.grades_cache or data.with_suffix(".grades.jsonl"))
+    grades = grade_cached(grader, keys, [r["prompt"] for r in rows], [r["completion"] for r in rows], cache)
+    rt = torch.tensor([spec.type_index(t.name) for t in types])
+    hand = RewardWeights.hand_set(spec)
+    feats = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), hand.weights, rt).features
+    from .fit import ranked_pairs
+    pairs, margins = ranked_pairs(groups, ranks, margin=a.margin)
+    t = time.perf_counter()
+    res = fit_weights(feats, rt, pairs, margins, num_types=len(spec.response_types), groups=groups,
+                      val_fraction=a.val_fraction, init=hand.weights, seed=a.seed)
+    dt = time.perf_counter() - t
+    out = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, res.weights, hand.bias)
+    out.save(a.out)
+    print(f"fitted on {res.train['pairs']} pairs in {dt:.2f} s: pair accuracy {res.train['pair_accuracy']:.3f}, "
+          f"hinge {res.train['hinge']:.3f} (train); {res.val['pair_accuracy']:.3f}, {res.val['hinge']:.3f} "
+          f"(validation, {res.val['pairs']} pairs of held-out prompts); wrote {a.out}")
+    return 0
+
+
+def synth(a: argparse.Namespace) -> int:
+    """Write one completion per quality class for each prompt, then optionally keep the agreeing ones."""
+    from . import synth as sy
+    if a.prompts:
+        rows = _read_rows(Path(a.prompts))
+        prompts, types = [r["prompt"] for r in rows], [r["response_type"] for r in rows]
+    else:
+        items = {it.prompt_id: it for it in xstest.load(Path(a.xstest), a.limit, a.seed)}
+        prompts = [it.prompt for it in items.values()]
+        types = [xstest.RESPONSE_TYPE[it.label] for it in items.values()]
+    grader = grader_from_args(a)
+    t = time.perf_counter()
+    out = sy.generate(grader.model, grader.tokenizer, grader.spec, prompts, types, a.max_new_tokens, a.batch_size,
+                      a.temperature, a.seed)
+    print(f"wrote {len(out)} completions for {len(prompts)} prompts in {time.perf_counter() - t:.1f} s")
+    if a.filter:
+        grades = grader.grade([r["prompt"] for r in out], [r["completion"] for r in out])
+        kept = sy.keep_agreeing(out, grades.p_yes, grader.spec)
+        print(f"filter: the grader puts {len(kept)} of {len(out)} completions in their intended class")
+        out = kept
+    path = Path(a.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    print(f"wrote {path}")
+    return 0
+
+
+def relabel(a: argparse.Namespace) -> int:
+    """Preference labels for response pairs from the rules on which the two differ most."""
+    from . import adaptive
+    data = Path(a.data)
+    rows = _read_rows(data)
+    for n, r in enumerate(rows, 1):
+        missing = [k for k in ("prompt", "completion_a", "completion_b") if k not in r]
+        if missing:
+            raise ValueError(f"{data}:{n}: missing {missing}")
+    grader = grader_from_args(a)
+    spec = grader.spec
+    prompts = [r["prompt"] for r in rows]
+    types = ([r["response_type"] for r in rows] if all("response_type" in r for r in rows)
+             else spec.infer_types(grader.grade_prompts(prompts).p_yes))
+    both = grader.grade(prompts * 2, [r["completion_a"] for r in rows] + [r["completion_b"] for r in rows])
+    pa, pb = both.p_yes[:len(rows)], both.p_yes[len(rows):]
+    dirs = torch.stack([adaptive.directions(spec, t) for t in types])
+    gen = torch.Generator().manual_seed(a.seed)
+    names = spec.proposition_names
+    out = []
+    for i, r in enumerate(rows):
+        chosen = adaptive.select(pa[i:i + 1], pb[i:i + 1], dirs[i], a.k, a.mode, generator=gen)
+        pref = float(adaptive.prefer_a(pa[i:i + 1], pb[i:i + 1], dirs[i], chosen))
+        out.append({**r, "response_type": spec.response_type(types[i]).name,
+                    "preferred": "a" if pref == 1 else "b" if pref == 0 else "tie",
+                    "rules": [n for n, c in zip(names, chosen[0].tolist()) if c]})
+    Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in out))
+    print(f"labelled {len(out)} pairs ({sum(r['preferred'] == 'a' for r in out)} prefer a, "
+          f"{sum(r['preferred'] == 'b' for r in out)} prefer b); wrote {a.out}")
+    return 0
+
+
+def register(sub) -> None:
+    r = sub.add_parser("relabel", help="preference labels for response pairs from data-adaptive rule selection")
+    r.add_argument("--data", required=True, help="jsonl: prompt, completion_a, completion_b, optional response_type "
+                                                 "(inferred from the prompt when absent)")
+    r.add_argument("--out", default="relabelled.jsonl")
+    r.add_argument("--k", type=int, default=3, help="rules per pair")
+    r.add_argument("--mode", default="adaptive", choices=("adaptive", "all", "random"))
+    r.add_argument("--seed", type=int, default=0)
+    add_model_args(r)
+    r.set_defaults(func=relabel)
+    f = sub.add_parser("fit", help="fit RBR weights on ranked comparisons (hinge loss, per response type)")
+    f.add_argument("--data", required=True, help="jsonl: prompt, completion, response_type, rank (0 = best) or "
+                                                 "class, optional prompt_id (e.g. the output of `rbr-fast synth`)")
+    f.add_argument("--out", default="weights.json", help="weights file to write")
+    f.add_argument("--grades-cache", help="grades jsonl cache (default: DATA.grades.jsonl)")
+    f.add_argument("--val-fraction", type=float, default=0.2, help="share of prompts held out")
+    f.add_argument("--margin", type=float, default=1.0)
+    f.add_argument("--seed", type=int, default=0)
+    add_model_args(f)
+    f.set_defaults(func=fit)
+    s = sub.add_parser("synth", help="synthetic comparison data: one completion per quality class per prompt")
+    s.add_argument("--prompts", help="jsonl with prompt and response_type per row (default: XSTest prompts)")
+    s.add_argument("--xstest", default=str(xstest.XSTEST), help="XSTest folder, when --prompts is not given")
+    s.add_argument("--limit", type=int, help="a seeded sample of this many XSTest prompts")
+    s.add_argument("--out", default="synth.jsonl")
+    s.add_argument("--max-new-tokens", type=int, default=96)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--filter", action="store_true", help="keep only completions the grader puts in their class")
+    add_model_args(s)
+    s.set_defaults(func=synth)
+    e = sub.add_parser("eval", help="the RBR reward on XSTest: ranking accuracy, refusal detection, Not-Unsafe / "
+                                    "Not-Overrefuse, hand-set and fitted weights, baselines")
+    e.add_argument("--xstest", default=str(xstest.XSTEST), help="XSTest folder (default: ../shared/data/xstest)")
+    e.add_argument("--prompts", type=int, help="a seeded sample of this many prompts (default: all 450)")
+    e.add_argument("--val-fraction", type=float, default=0.5, help="share of prompts held out from fitting")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--k", type=int, default=3, help="rules per pair for data-adaptive / random selection")
+    e.add_argument("--out-dir", default="xstest_eval", help="grades cache, weights, report and plot go here")
+    add_model_args(e)
+    e.set_defaults(func=evaluate)

@@ -1,0 +1,79 @@
+"""RBR weights: one row of feature weights (and a bias) per response type, tied to the spec they
+were made for by its fingerprint, saved as JSON atomically."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import torch
+
+from ..rules import QUALITY_ORDER, RuleSpec
+
+# Hand-set class weights (before any fitting): better classes earn more, disallowed content costs most.
+CLASS_PRIOR = {"ideal": 1.0, "minimum_acceptable_style": 0.5, "unacceptable_completion": -0.5,
+               "illogical_completion": -0.75, "disallowed_completion": -1.0}
+assert set(CLASS_PRIOR) == set(QUALITY_ORDER)
+
+
+@dataclass
+class RewardWeights:
+    spec_fingerprint: str
+    feature_names: list[str]
+    response_types: list[str]
+    weights: torch.Tensor  # [K, F] float32
+    bias: torch.Tensor  # [K] float32
+
+    @classmethod
+    def hand_set(cls, spec: RuleSpec) -> "RewardWeights":
+        """Weights from the class order alone: each class of a type weighs ``CLASS_PRIOR``."""
+        names = spec.feature_names
+        w = torch.zeros(len(spec.response_types), len(names))
+        for k, t in enumerate(spec.response_types.values()):
+            for c in t.classes:
+                w[k, names.index(f"{t.name}/{c.name}")] = CLASS_PRIOR[c.name]
+        return cls(spec.fingerprint(), names, spec.response_type_names, w, torch.zeros(len(spec.response_types)))
+
+    def check(self, spec: RuleSpec) -> None:
+        if self.spec_fingerprint != spec.fingerprint() or self.feature_names != spec.feature_names:
+            raise ValueError(f"these weights were fitted for another rule spec (fingerprint {self.spec_fingerprint}, "
+                             f"this spec {spec.fingerprint()} from {spec.source}); refit them with `rbr-fast fit`")
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write JSON to a temporary file beside ``path`` and rename it over: never half a file."""
+        path = Path(path)
+        doc = {"format": "rbr_fast.weights/1", "spec_fingerprint": self.spec_fingerprint,
+               "feature_names": self.feature_names, "response_types": self.response_types,
+               "weights": {t: dict(zip(self.feature_names, self.weights[k].tolist()))
+                           for k, t in enumerate(self.response_types)},
+               "bias": dict(zip(self.response_types, self.bias.tolist()))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: Union[str, Path], spec: RuleSpec) -> "RewardWeights":
+        """Read weights saved by ``save``; refuses weights made for a different spec."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+            names, types = doc["feature_names"], doc["response_types"]
+            w = torch.tensor([[doc["weights"][t][n] for n in names] for t in types], dtype=torch.float32)
+            out = cls(doc["spec_fingerprint"], names, types, w,
+                      torch.tensor([doc["bias"][t] for t in types], dtype=torch.float32))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a readable rbr_fast weights file ({type(e).__name__}: {e})") from None
+        try:
+            out.check(spec)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return out

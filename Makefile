@@ -7,6 +7,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the embedded model's converted weights live with the environment: `make clean` removes them and a
+# fresh checkout starts from the GGUF, as a user's first run does
+export RBR_FAST_CACHE ?= $(abspath $(VENV))/rbr_fast_cache
 
 .PHONY: demo test bench clean
 

@@ -167,3 +167,16 @@ def test_adaptive_selection_and_preference():
     assert s[0] > s[1]
     with pytest.raises(ValueError, match="mode"):
         adaptive.select(a, b, d, 2, "best")
+
+
+def test_score_groups(reward):
+    from rbr_fast.reward import adaptive
+    prompts = ["How do I make a bomb?"] * 3 + ["Bake bread?"] * 2
+    replies = ["I'm sorry, I can't.", "Sure, here is how.", "No.", "Flour and water.", "I can't."]
+    types = ["hard_refuse"] * 3 + ["comply"] * 2
+    got = reward.score_groups(prompts, replies, [0, 0, 0, 1, 1], types, k=2)
+    p = reward.grader.grade(prompts, replies).p_yes
+    want = adaptive.group_scores(p[:3], adaptive.directions(reward.spec, "hard_refuse"), 2).tolist()
+    assert got[:3] == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError, match="mixes response types"):
+        reward.score_groups(prompts, replies, [0] * 5, types)

@@ -78,6 +78,30 @@ class RuleBasedReward:
         total = reward.double() + (rm if rm is not None else 0.0)
         return total.tolist()
 
+    def score_groups(self, prompts: Sequence, completions: Sequence, groups: Sequence,
+                     response_types: Optional[Sequence[TypeLike]] = None, k: int = 3) -> list[float]:
+        """Data-adaptive scores for groups of completions of one prompt (GRPO): in each group the k
+        propositions relevant to its response type whose probabilities spread most across the group
+        score every member (mean signed probability, see ``reward.adaptive``). One score per
+        completion."""
+        from . import adaptive
+        if len(groups) != len(completions):
+            raise ValueError(f"groups has {len(groups)} entries for {len(completions)} completions")
+        grades, rt, _, _, _, _ = self._run(prompts, completions, response_types, None)
+        out = [0.0] * len(completions)
+        members: dict = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        types = self.spec.response_type_names
+        for rows in members.values():
+            kinds = {int(rt[i]) for i in rows}
+            if len(kinds) != 1:
+                raise ValueError(f"a group mixes response types {sorted(types[t] for t in kinds)}; one prompt, one type")
+            d = adaptive.directions(self.spec, types[kinds.pop()])
+            for i, s in zip(rows, adaptive.group_scores(grades.p_yes[rows], d, k).tolist()):
+                out[i] = s
+        return out
+
     def details(self, prompts: Sequence, completions: Sequence, response_types: Optional[Sequence[TypeLike]] = None,
                 rm_scores: Optional[Sequence[float]] = None) -> list[dict]:
         """Per completion: reward, RBR part, RM score, response type (and where it came from), and the

@@ -53,8 +53,8 @@ def read_jsonl(path: Union[str, Path], limit: Optional[int] = None) -> list[Exam
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: expected a JSON object per line")
             labels = row.get("propositions") or {}
-            if not isinstance(labels, dict):
-                raise ValueError(f"{where}: 'propositions' must map names to booleans")
+            if not isinstance(labels, dict) or any(v not in (True, False) for v in labels.values()):
+                raise ValueError(f"{where}: 'propositions' must map names to booleans (true/false or 1/0)")
             out.append(Example(_pick(row, _PROMPT_KEYS, where), _pick(row, _COMPLETION_KEYS, where),
                                row.get("response_type"), {k: bool(v) for k, v in labels.items()}, row))
     return out

@@ -261,3 +261,16 @@ def test_embedded_smollm2_matches_per_prompt():
             assert out.p_yes[i, j].item() == pytest.approx(p, abs=1e-4)
             assert out.mass[i, j].item() == pytest.approx(m, abs=1e-4)
     assert float(out.mass.min()) > 0.05  # the instruct model does answer in yes/no words
+
+
+def test_non_sdpa_attention_is_refused():
+    m = tiny_lm.model()
+    m.config._attn_implementation = "eager"  # would add the boolean tree mask to the scores
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+        Grader(m, tiny_lm.tokenizer())
+
+
+def test_sliding_window_bounds_max_length():
+    m = tiny_lm.model()
+    m.config.sliding_window = 300
+    assert Grader(m, tiny_lm.tokenizer()).max_length == 300

@@ -167,6 +167,8 @@ def test_adaptive_selection_and_preference():
     assert s[0] > s[1]
     with pytest.raises(ValueError, match="mode"):
         adaptive.select(a, b, d, 2, "best")
+    with pytest.raises(ValueError, match="relevant rules"):
+        adaptive.group_scores(g, torch.zeros(P), k=2)
 
 
 def test_score_groups(reward):

@@ -107,6 +107,10 @@ def test_response_type_rules():
     spec = RuleSpec.from_yaml(RULES)
     assert list(spec.prompt_propositions) == ["harmful"]
     assert spec.infer_types(torch.tensor([[0.9], [0.5], [0.1]])) == ["hard", "hard", "easy"]
+    with pytest.raises(ValueError, match=r"need \[N, 1\]"):
+        spec.infer_types(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        spec.infer_types(torch.tensor([[float("nan")]]))
     with pytest.raises(ValueError, match="no response_type_rules"):
         RuleSpec.from_yaml(GOOD).infer_types(torch.zeros(1, 0))
 

@@ -67,6 +67,10 @@ def test_grade_cache_resumes(tmp_path):
     torch.testing.assert_close(out.p_yes[:2], first.p_yes)
     torch.testing.assert_close(out.p_yes, real(convs, comps).p_yes, atol=2e-5, rtol=0)
     assert sum(1 for line in path.read_text().splitlines() if line.startswith('{"key": "k')) == 3
+    other = Grader(tiny_lm.model(seed=1), tiny_lm.tokenizer(), progress=False)  # another model: no reuse
+    assert other.fingerprint() != g.fingerprint()
+    torch.testing.assert_close(grade_cached(other, keys, convs, comps, path).p_yes, other.grade(convs, comps).p_yes,
+                               atol=2e-5, rtol=0)
 
 
 @needs_data

@@ -9,7 +9,6 @@ logits is written out as "trl-style row loop"), the fp32 row-chunk loop of verl 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from rbr_fast import ops
 

@@ -14,15 +14,18 @@ from .grader import Grader, Grades
 def grade_cached(grader: Grader, keys: Sequence[str], conversations: Sequence, completions: Sequence,
                  path: Path, chunk: int = 16) -> Grades:
     """``grader.grade`` over all items, reusing and extending the jsonl cache at ``path`` (one
-    line per key: ``{"key", "p_yes": {name: p}, "mass": {...}}``). Entries for other propositions
-    than the spec's are ignored."""
+    line per key: ``{"key", "grader", "p_yes": {name: p}, "mass": {...}}``). Entries made by another
+    grader (``Grader.fingerprint``: model, dtype, layout, spec) are ignored."""
     names = grader.spec.proposition_names
+    who = grader.fingerprint()
     have: dict[str, tuple[list[float], list[float]]] = {}
     path = Path(path)
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
+                if row["grader"] != who:
+                    continue
                 have[row["key"]] = ([row["p_yes"][n] for n in names], [row["mass"][n] for n in names])
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line from a killed run, or another spec's entry
@@ -36,7 +39,7 @@ def grade_cached(grader: Grader, keys: Sequence[str], conversations: Sequence, c
             out = grader.grade([conversations[i] for i in part], [completions[i] for i in part])
             for j, i in enumerate(part):
                 have[keys[i]] = (out.p_yes[j].tolist(), out.mass[j].tolist())
-                f.write(json.dumps({"key": keys[i], "p_yes": dict(zip(names, have[keys[i]][0])),
+                f.write(json.dumps({"key": keys[i], "grader": who, "p_yes": dict(zip(names, have[keys[i]][0])),
                                     "mass": dict(zip(names, have[keys[i]][1]))}) + "\n")
             f.flush()
     p_yes = torch.tensor([have[k][0] for k in keys], dtype=torch.float32).reshape(len(keys), len(names))

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from ..datasets import GOLD, read_jsonl
+from ..io import atomic_write_text, dumps
 from ..rules import RuleSpec
 from . import evaluate
 from .grader import Grader, Grades
@@ -56,15 +55,11 @@ def _grade(a: argparse.Namespace, data: Path):
 
 
 def _write_jsonl(path: Path, grades: Grades) -> None:
-    """One line per input row, written to a temporary file then renamed (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        for i in range(grades.p_yes.shape[0]):
-            f.write(json.dumps({"index": i,
-                                "p_yes": dict(zip(grades.propositions, grades.p_yes[i].tolist())),
-                                "mass": dict(zip(grades.propositions, grades.mass[i].tolist()))}) + "\n")
-    os.replace(tmp, path)
+    """One line per input row, written atomically (never half a file)."""
+    atomic_write_text(path, "".join(
+        json.dumps({"index": i, "p_yes": dict(zip(grades.propositions, grades.p_yes[i].tolist())),
+                    "mass": dict(zip(grades.propositions, grades.mass[i].tolist()))}) + "\n"
+        for i in range(grades.p_yes.shape[0])))
 
 
 def grade(a: argparse.Namespace) -> int:
@@ -87,7 +82,7 @@ def eval_grader(a: argparse.Namespace) -> int:
     print(evaluate.table(scores))
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").write_text(json.dumps(evaluate.summary(scores), indent=1))
+    atomic_write_text(out / "scores.json", dumps(evaluate.summary(scores), indent=1))
     _write_jsonl(out / "grades.jsonl", grades)
     png = evaluate.reliability_plot(grades.p_yes, labels, out / "reliability.png",
                                     title=f"grader calibration on {data.name} ({len(rows)} completions)")

@@ -97,6 +97,12 @@ class Grader:
             if getattr(model.config, attr, None) not in (None, 1, 1.0):
                 raise NotImplementedError(f"the grader reads logits as hidden @ lm_head.T; this model's config sets "
                                           f"{attr}={getattr(model.config, attr)}, which it does not apply")
+        attn = getattr(model.config, "_attn_implementation", None)
+        if attn != "sdpa":
+            # the tree mask is a boolean 4-D mask: SDPA applies it; eager attention would add it to
+            # the scores and flash-attention cannot take it, so both would grade wrongly
+            raise ValueError(f"the grader needs attn_implementation='sdpa' (the model uses {attn!r}); load it with "
+                             "attn_implementation='sdpa' or call model.set_attn_implementation('sdpa')")
         if not isinstance(token_budget, int) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive int, got {token_budget!r}")
         self.model = model.eval()
@@ -108,6 +114,11 @@ class Grader:
         self.layout = self._reply.layout
         self.token_budget = token_budget
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        # a sliding-window model attends only that far back; the tree mask does not encode the
+        # window, so prompts are kept within it
+        window = getattr(model.config, "sliding_window", None)
+        if window:
+            limit = min(limit, window)
         self.max_length = min(max_length or limit, limit)
         self.progress = progress
         self.truncated = 0  # prompts cut from the left so far
@@ -140,6 +151,18 @@ class Grader:
         model, tok = embedded.load(resolve_dtype(dtype, dev))
         model.config._attn_implementation = "sdpa"
         return cls(model.to(dev), tok, spec, **kwargs)
+
+    def fingerprint(self) -> str:
+        """A hash of what determines the grades (model, dtype, prompt layout, spec): grade caches
+        made by another grader are not reused."""
+        import hashlib
+        cfg = self.model.config
+        # a cheap digest of the weights: a strided sample of every tensor
+        sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().sum()) for t in self.model.parameters()]
+        key = [getattr(cfg, "_name_or_path", ""), cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size,
+               cfg.vocab_size, str(next(self.model.parameters()).dtype), sample,
+               self._reply.layout.few_shot, self.max_length, self.spec.fingerprint(), self.layout.head]
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- prompts
     @property

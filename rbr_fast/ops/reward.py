@@ -124,8 +124,8 @@ def rbr_reward_from_props(props: torch.Tensor, conjunctions: Conjunctions, weigh
         raise ValueError(f"{op}: conjunctions.idx {tuple(idx.shape)} and .neg {tuple(neg.shape)} differ in shape")
     P = props.shape[1] if props.dim() == 2 else 0
     w, b = _check(op, props, weights, response_type, bias, P + idx.shape[0], "props")
-    if idx.device != props.device:
-        raise ValueError(f"{op}: `conjunctions` are on {idx.device} but `props` is on {props.device}")
+    if idx.device != props.device or neg.device != props.device:
+        raise ValueError(f"{op}: `conjunctions` are on {idx.device} / {neg.device} but `props` is on {props.device}")
     if idx.numel():
         # literal j may only name an input or an earlier conjunction: rules out cycles and bad indices
         limit = P + torch.arange(idx.shape[0], device=idx.device)[:, None]

@@ -17,7 +17,7 @@ BLOCK_N = 128
 @triton.jit
 def _rbr_reward_kernel(x_ptr, idx_ptr, neg_ptr, w_ptr, rt_ptr, b_ptr, f_ptr, out_ptr, flags_ptr,
                        N, P, J, L, BLOCK: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rows = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)  # N * F may pass 2**31
     live = rows < N
     F = P + J
     flags = tl.zeros((BLOCK,), tl.int32)
@@ -50,6 +50,8 @@ def rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias):
     feats = torch.empty(N, P + J, dtype=torch.float32, device=x.device)
     reward = torch.empty(N, dtype=torch.float32, device=x.device)
     flags = torch.empty(N, dtype=torch.int32, device=x.device)
+    # 4 warps = 128 threads = BLOCK_N: one row per thread, so each row's feature writes and
+    # read-backs stay in one thread (see the module docstring)
     _rbr_reward_kernel[(triton.cdiv(N, BLOCK_N),)](x, lit_idx, lit_neg.to(torch.uint8), weights, rtype, bias, feats,
-                                                  reward, flags, N, P, J, L, BLOCK=BLOCK_N)
+                                                  reward, flags, N, P, J, L, BLOCK=BLOCK_N, num_warps=4)
     return reward, feats, flags

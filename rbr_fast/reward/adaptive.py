@@ -1,8 +1,8 @@
 """Data-adaptive rule selection (after Li et al. 2025, "RuleAdapter"): for two responses to one
 prompt, use only the k propositions on which they differ most, and prefer the response that does
 better on those. Each proposition's sign for a response type comes from the spec: +1 when the
-type's ideal class wants it true, -1 when the ideal class wants it false or the disallowed class
-needs it true, 0 (irrelevant, never selected) otherwise.
+type's ideal class wants it true (or the disallowed class wants it false), -1 when the ideal class
+wants it false (or the disallowed class needs it true), 0 (irrelevant, never selected) otherwise.
 
 The same idea groupwise (GRPO): per group of completions of one prompt, the k propositions with the
 largest spread across the group score every member.
@@ -18,15 +18,11 @@ from ..rules import RuleSpec
 MODES = ("adaptive", "all", "random")
 
 
-def _expand(spec: RuleSpec, lits, sign: int, out: dict) -> None:
-    for x in lits:
-        s = sign if x.positive else -sign
-        if x.name in spec.derived:
-            # a negated conjunction says nothing definite about each part; only expand positive ones
-            if s == sign:
-                _expand(spec, spec.derived[x.name], s, out)
-        else:
-            out.setdefault(x.name, s)
+def _signs(spec: RuleSpec, lits, sign: int, out: dict) -> None:
+    # a negated conjunction says nothing definite about each of its parts: it is skipped
+    for x in spec.expand(lits):
+        if x.name in spec.propositions:
+            out.setdefault(x.name, sign if x.positive else -sign)
 
 
 def directions(spec: RuleSpec, response_type: str) -> torch.Tensor:
@@ -35,9 +31,9 @@ def directions(spec: RuleSpec, response_type: str) -> torch.Tensor:
     sign: dict[str, int] = {}
     by_name = {c.name: c for c in t.classes}
     if "ideal" in by_name:
-        _expand(spec, by_name["ideal"].literals, +1, sign)
+        _signs(spec, by_name["ideal"].literals, +1, sign)
     if "disallowed_completion" in by_name:
-        _expand(spec, by_name["disallowed_completion"].literals, -1, sign)
+        _signs(spec, by_name["disallowed_completion"].literals, -1, sign)
     return torch.tensor([float(sign.get(n, 0)) for n in spec.proposition_names])
 
 
@@ -77,7 +73,10 @@ def prefer_a(p_a: torch.Tensor, p_b: torch.Tensor, direction: torch.Tensor, chos
 def group_scores(p: torch.Tensor, direction: torch.Tensor, k: int) -> torch.Tensor:
     """``[G]`` scores of one group of completions of a prompt: the mean signed probability over the
     k relevant rules whose probabilities spread most across the group."""
+    relevant = int((direction != 0).sum())
+    if relevant == 0 or k < 1:
+        raise ValueError(f"group_scores: need k >= 1 and a response type with relevant rules (k={k}, {relevant} relevant)")
     spread = (p.max(0).values - p.min(0).values).float()
     spread = torch.where(direction != 0, spread, torch.tensor(-1.0))
-    top = spread.topk(min(k, int((direction != 0).sum()))).indices
+    top = spread.topk(min(k, relevant)).indices
     return (p[:, top] * direction[top]).mean(1)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..grading.cache import grade_cached
+from ..io import atomic_write_text, dumps
 from ..grading.commands import add_model_args, grader_from_args
 from ..ops import rbr_reward_from_props
 from . import xstest
@@ -78,10 +79,11 @@ def evaluate(a: argparse.Namespace) -> int:
     for model in (*xstest.MODELS, "all"):
         idx = [i for i in held if model in ("all", items[i].model)]
         s = set(idx)
-        mp = torch.tensor([p for p in vp.tolist() if p[0] in s], dtype=torch.int64).reshape(-1, 2)
+        mp = torch.tensor([p for p in vp.tolist() if p[0] in s or p[1] in s], dtype=torch.int64).reshape(-1, 2)
         acc_h, acc_f = xstest.pair_accuracy(base.reward, mp), xstest.pair_accuracy(r_fit, mp)
         report[f"ranking/{model}"] = {"pairs": mp.shape[0], "hand_set": acc_h, "fitted": acc_f}
         lines.append(f"{model:18s} {mp.shape[0]:6d} {_fmt(acc_h):>13s} {_fmt(acc_f):>12s}")
+    lines.append("(a completion set's row: the pairs that include one of its completions)")
     # data-adaptive rule selection: preference of each held-out pair from the grader's answers alone
     from . import adaptive
     dirs = torch.stack([adaptive.directions(spec, xstest.RESPONSE_TYPE[items[int(a_)].label]) for a_ in vp[:, 0]]) \
@@ -112,7 +114,7 @@ def evaluate(a: argparse.Namespace) -> int:
             lines.append(f"{name:26s} {model:16s} {_fmt(acc):>6s} {_fmt(m['not_unsafe']):>10s} "
                          f"{_fmt(m['not_overrefuse']):>11s} {_fmt(m['f1']):>6s}")
     print("\n".join(lines))
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=lambda x: None if x != x else x))
+    atomic_write_text(out / "report.json", dumps(report, indent=1))
     png = _plot(items, held, r_fit, out / "reward_by_label.png")
     print(f"\nfit on training prompts: pair accuracy {fit.train['pair_accuracy']:.3f} (train), "
           f"{fit.val['pair_accuracy']:.3f} (held out); wrote {out / 'report.json'}, {out / 'weights.json'}"
@@ -210,10 +212,8 @@ def synth(a: argparse.Namespace) -> int:
         kept = sy.keep_agreeing(out, grades.p_yes, grader.spec)
         print(f"filter: the grader puts {len(kept)} of {len(out)} completions in their intended class")
         out = kept
-    path = Path(a.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in out))
-    print(f"wrote {path}")
+    atomic_write_text(a.out, "".join(json.dumps(r) + "\n" for r in out))
+    print(f"wrote {a.out}")
     return 0
 
 
@@ -243,7 +243,7 @@ def relabel(a: argparse.Namespace) -> int:
         out.append({**r, "response_type": spec.response_type(types[i]).name,
                     "preferred": "a" if pref == 1 else "b" if pref == 0 else "tie",
                     "rules": [n for n, c in zip(names, chosen[0].tolist()) if c]})
-    Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in out))
+    atomic_write_text(a.out, "".join(json.dumps(r) + "\n" for r in out))
     print(f"labelled {len(out)} pairs ({sum(r['preferred'] == 'a' for r in out)} prefer a, "
           f"{sum(r['preferred'] == 'b' for r in out)} prefer b); wrote {a.out}")
     return 0

@@ -50,11 +50,19 @@ class FitResult:
     history: list = field(default_factory=list)  # (step, train hinge)
 
 
+def pair_accuracy(reward: torch.Tensor, pairs: torch.Tensor) -> float:
+    """Share of (better, worse) pairs the reward orders correctly; a tie counts half."""
+    if pairs.shape[0] == 0:
+        return math.nan
+    d = reward[pairs[:, 0]] - reward[pairs[:, 1]]
+    return float(((d > 0).double() + 0.5 * (d == 0).double()).mean())
+
+
 def _evaluate(R: torch.Tensor, pairs: torch.Tensor, margins: torch.Tensor) -> dict:
     if pairs.shape[0] == 0:
         return {"pairs": 0, "pair_accuracy": math.nan, "hinge": math.nan}
     d = R[pairs[:, 0]] - R[pairs[:, 1]]
-    return {"pairs": int(pairs.shape[0]), "pair_accuracy": float((d > 0).float().mean()),
+    return {"pairs": int(pairs.shape[0]), "pair_accuracy": pair_accuracy(R, pairs),
             "hinge": float(torch.relu(margins - d).mean())}
 
 

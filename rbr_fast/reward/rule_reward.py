@@ -49,6 +49,21 @@ class RuleBasedReward:
                     raise ValueError(str(e.args[0])) from None
         return torch.tensor(out, dtype=torch.int64)
 
+    def _infer(self, prompts):
+        """Prompt-proposition grades per completion, each distinct prompt graded once (a GRPO
+        group shares one prompt, and so one inferred type)."""
+        import json
+        from ..grading import Grades
+        keys = [json.dumps(p, sort_keys=True) for p in prompts]
+        first: dict = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        uniq = list(first.values())
+        g = self.grader.grade_prompts([prompts[i] for i in uniq])
+        row = {k: j for j, k in enumerate(first)}
+        take = torch.tensor([row[k] for k in keys])
+        return Grades(g.p_yes[take], g.mass[take], g.propositions)
+
     def _run(self, prompts, completions, response_types, rm_scores):
         n = len(completions)
         inferred = None
@@ -56,7 +71,7 @@ class RuleBasedReward:
             if not self.spec.type_rules:
                 raise ValueError("response_types is required: give one per completion (e.g. 'hard_refuse' or "
                                  "'Comply'); this spec has no response_type_rules to infer it from")
-            inferred = self.grader.grade_prompts(prompts) if n else None
+            inferred = self._infer(prompts) if n else None
             response_types = self.spec.infer_types(inferred.p_yes) if n else []
         rt = self._types(response_types, n)
         rm = None

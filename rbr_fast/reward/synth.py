@@ -12,18 +12,6 @@ import torch
 from ..rules import Literal, RuleSpec
 
 
-def _expand(spec: RuleSpec, lits: Sequence[Literal]) -> list[Literal]:
-    """Literals over graded propositions only: positive derived names are expanded (a negated
-    derived name cannot be, and is kept as its own requirement)."""
-    out: list[Literal] = []
-    for x in lits:
-        if x.name in spec.derived and x.positive:
-            out += _expand(spec, spec.derived[x.name])
-        else:
-            out.append(x)
-    return out
-
-
 def _describe(spec: RuleSpec, x: Literal) -> str:
     if x.name in spec.propositions:
         return f"- {spec.propositions[x.name].question} -> {'yes' if x.positive else 'no'}"
@@ -35,7 +23,7 @@ def instruction(spec: RuleSpec, response_type: str, cls: str, prompt: str) -> st
     """The request to the writer model for one (prompt, class)."""
     t = spec.response_type(response_type)
     c = next(k for k in t.classes if k.name == cls)
-    wants = "\n".join(_describe(spec, x) for x in _expand(spec, c.literals))
+    wants = "\n".join(_describe(spec, x) for x in spec.expand(c.literals))
     return (f"Write the reply an AI assistant gives to the user message below. The reply must be such that "
             f"each question about it has the given answer:\n{wants}\n\nUser message:\n{prompt}\n\n"
             "Write only the reply.")

@@ -3,14 +3,13 @@ were made for by its fingerprint, saved as JSON atomically."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import torch
 
+from ..io import atomic_write_text
 from ..rules import QUALITY_ORDER, RuleSpec
 
 # Hand-set class weights (before any fitting): better classes earn more, disallowed content costs most.
@@ -43,22 +42,13 @@ class RewardWeights:
                              f"this spec {spec.fingerprint()} from {spec.source}); refit them with `rbr-fast fit`")
 
     def save(self, path: Union[str, Path]) -> None:
-        """Write JSON to a temporary file beside ``path`` and rename it over: never half a file."""
-        path = Path(path)
+        """Write JSON atomically (never half a file)."""
         doc = {"format": "rbr_fast.weights/1", "spec_fingerprint": self.spec_fingerprint,
                "feature_names": self.feature_names, "response_types": self.response_types,
                "weights": {t: dict(zip(self.feature_names, self.weights[k].tolist()))
                            for k, t in enumerate(self.response_types)},
                "bias": dict(zip(self.response_types, self.bias.tolist()))}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, path: Union[str, Path], spec: RuleSpec) -> "RewardWeights":

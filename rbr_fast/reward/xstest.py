@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..datasets import SHARED_DATA
+from .fit import pair_accuracy  # noqa: F401  (re-exported: the ranking metric)
 
 XSTEST = SHARED_DATA / "xstest"
 MODELS = ("gpt4", "llama2orig", "mistralinstruct")
@@ -97,14 +98,6 @@ def pairs(items: Sequence[Item]) -> tuple[torch.Tensor, list[int]]:
     from .fit import ranked_pairs
     groups = [it.prompt_id for it in items]
     return ranked_pairs(groups, [it.rank for it in items])[0], groups
-
-
-def pair_accuracy(reward: torch.Tensor, p: torch.Tensor) -> float:
-    """Share of pairs ranked as the humans' labels imply (ties count half)."""
-    if p.shape[0] == 0:
-        return math.nan
-    d = reward[p[:, 0]] - reward[p[:, 1]]
-    return float(((d > 0).double() + 0.5 * (d == 0).double()).mean())
 
 
 def safety_metrics(items: Sequence[Item], refused: Sequence[bool]) -> dict:

@@ -175,6 +175,14 @@ class RuleSpec:
                 idx[j, k], neg[j, k] = col[lit.name], not lit.positive
         return Conjunctions(idx.to(device), neg.to(device))
 
+    def expand(self, literals) -> list[Literal]:
+        """The literals with every positive derived name replaced by its parts, recursively (a
+        negated conjunction has no such expansion and is kept as it is)."""
+        out: list[Literal] = []
+        for x in literals:
+            out += self.expand(self.derived[x.name]) if x.name in self.derived and x.positive else [x]
+        return out
+
     def infer_types(self, prompt_probs) -> list[str]:
         """Response type per row of ``prompt_probs`` (``[N, Q]`` P(yes) of ``prompt_propositions``,
         in spec order): the first rule whose literals all hold, a literal holding when its
@@ -182,6 +190,10 @@ class RuleSpec:
         if not self.type_rules:
             raise ValueError(f"{self.source}: the spec has no response_type_rules to infer a response type from")
         names = list(self.prompt_propositions)
+        if tuple(prompt_probs.shape[1:]) != (len(names),):
+            raise ValueError(f"infer_types: need [N, {len(names)}] probabilities of {names}, got {tuple(prompt_probs.shape)}")
+        if not bool(((prompt_probs >= 0) & (prompt_probs <= 1)).all()):
+            raise ValueError("infer_types: probabilities must be in [0, 1] (NaN is not)")
         out = []
         for row in prompt_probs.tolist():
             val = dict(zip(names, row))
@@ -190,15 +202,18 @@ class RuleSpec:
         return out
 
     def fingerprint(self) -> str:
-        """A hash of everything that defines the features (names, literals, questions, examples):
-        weights fitted for one spec are refused for another."""
+        """A hash of everything the spec asks and derives (names, literals, questions, examples,
+        prompt rules): weights fitted for one spec are refused for another."""
         import hashlib
         import json
         doc = {"propositions": {n: [p.question, [[e.completion, e.answer] for e in p.examples]]
                                 for n, p in self.propositions.items()},
                "derived": {n: [str(x) for x in lits] for n, lits in self.derived.items()},
                "types": {n: [t.label, [[c.name, [str(x) for x in c.literals]] for c in t.classes]]
-                         for n, t in self.response_types.items()}}
+                         for n, t in self.response_types.items()},
+               "prompt_propositions": {n: [p.question, [[e.completion, e.answer] for e in p.examples]]
+                                       for n, p in self.prompt_propositions.items()},
+               "type_rules": [[t, [str(x) for x in lits]] for t, lits in self.type_rules]}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     def classify(self, response_type: str, values: dict[str, bool]) -> Optional[str]:

@@ -155,7 +155,7 @@ def measure(fn: Callable[[], Any], device: torch.device, target_s: float, min_re
             return _timings([_time_once(fn, device) for _ in range(min_reps)])
         while sum(warm) < 0.2 * target_s and len(warm) < 50:
             warm.append(_time_once(fn, device))
-        per_call = max(statistics.median(warm[1:]), 1e-7)
+        per_call = max(statistics.median(warm[1:] or warm), 1e-7)
         reps = max(min_reps, min(10_000, int(target_s / per_call)))
         return _timings([_time_once(fn, device) for _ in range(reps)])
     finally:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -65,8 +66,6 @@ def grade_examples(device: str) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    import os
-
     import rbr_fast
     from rbr_fast.ops import backend_name
     from rbr_fast.ops import reference
@@ -98,6 +97,15 @@ def demo(args: argparse.Namespace) -> int:
     return bench_main(["--quick", "--ops", "gae,ppo_advantages", "--sizes", "64x512,256x2048", "--out", args.out])
 
 
+def _serve(a: argparse.Namespace) -> int:
+    from rbr_fast.integrations.server import serve
+    from rbr_fast.integrations.trl import RBRReward
+    serve(RBRReward(model=a.model, weights=a.weights), a.host, a.port, max_batch=a.max_batch,
+          max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, max_body_bytes=a.max_body_bytes,
+          request_timeout_s=a.timeout, token=a.token)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
@@ -117,6 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     from rbr_fast.reward.commands import register as register_reward
     register_grading(sub)
     register_reward(sub)
+    v = sub.add_parser("serve", help="the RBR reward over HTTP with dynamic batching (FastAPI + uvicorn)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--token", default=os.environ.get("RBR_FAST_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' (default: $RBR_FAST_TOKEN, none when unset)")
+    v.add_argument("--model", help="grader model path (default: the embedded SmolLM2)")
+    v.add_argument("--weights", help="weights JSON (default: hand-set)")
+    v.add_argument("--max-batch", type=int, default=64, help="items per grader call (1: no batching)")
+    v.add_argument("--max-wait-ms", type=float, default=20.0)
+    v.add_argument("--max-queue", type=int, default=4096, help="queued items before answering 503")
+    v.add_argument("--max-body-bytes", type=int, default=4 << 20)
+    v.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
+    v.set_defaults(func=_serve)
     a = p.parse_args(argv)
     return a.func(a)
 

@@ -1,0 +1,80 @@
+"""Load test of the reward server on loopback with the tiny model: C concurrent clients x R requests
+each (one completion per request, as verl-style callers send), against the batching server and the
+same server with batching off (max_batch=1). Checks that every request is answered exactly once
+with the reward of its own input, no 5xx; prints p50/p99 latency, throughput and the ratio.
+
+    .venv/bin/python benchmarks/load_server.py [--clients 64] [--requests 50]
+"""
+import argparse
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def run(url: str, clients: int, requests: int, want: dict) -> dict:
+    import httpx
+    lat, codes, wrong = [], [], []
+    lock = threading.Lock()
+
+    def client(c):
+        with httpx.Client(timeout=300) as h:
+            for r in range(requests):
+                key = f"Question {c}-{r}?"
+                t = time.perf_counter()
+                resp = h.post(url + "/score", json={"items": [{"prompt": key, "completion": want[key][0],
+                                                               "response_type": "comply"}]})
+                with lock:
+                    lat.append(time.perf_counter() - t)
+                    codes.append(resp.status_code)
+                    if resp.status_code == 200 and abs(resp.json()["rewards"][0] - want[key][1]) > 2e-4:
+                        wrong.append(key)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {"requests": len(codes), "ok": codes.count(200), "5xx": sum(c >= 500 for c in codes), "wrong": len(wrong),
+            "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))],
+            "req_per_s": len(codes) / wall}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--requests", type=int, default=50)
+    a = p.parse_args(argv)
+    from test_server import Server
+
+    from rbr_fast.bench import tiny_lm
+    from rbr_fast.grading import Grader
+    from rbr_fast.integrations.trl import RBRReward
+    from rbr_fast.reward import RuleBasedReward
+    rbr = RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+    keys = [f"Question {c}-{r}?" for c in range(a.clients) for r in range(a.requests)]
+    replies = [f"Answer {i}." for i in range(len(keys))]
+    scores = rbr.reward.score(keys, replies, ["comply"] * len(keys))
+    want = {k: (rep, s) for k, rep, s in zip(keys, replies, scores)}
+    results = {}
+    for name, kw in (("batched", {"max_batch": 64, "max_wait_ms": 10}), ("unbatched", {"max_batch": 1})):
+        server = Server(rbr, **kw)
+        try:
+            results[name] = run(server.url, a.clients, a.requests, want)
+        finally:
+            server.stop()
+        print(name, results[name], flush=True)
+    ratio = results["batched"]["req_per_s"] / results["unbatched"]["req_per_s"]
+    print(f"\n{a.clients} clients x {a.requests} requests: batched {results['batched']['req_per_s']:.1f} req/s "
+          f"(p50 {results['batched']['p50_ms']:.0f} ms, p99 {results['batched']['p99_ms']:.0f} ms), unbatched "
+          f"{results['unbatched']['req_per_s']:.1f} req/s (p50 {results['unbatched']['p50_ms']:.0f} ms, p99 "
+          f"{results['unbatched']['p99_ms']:.0f} ms): {ratio:.1f}x ({'PASS' if ratio >= 4 else 'FAIL'}: target 4x)")
+    bad = any(r["ok"] != r["requests"] or r["wrong"] or r["5xx"] for r in results.values())
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

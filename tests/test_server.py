@@ -1,0 +1,118 @@
+"""The reward server over real HTTP on loopback (uvicorn in a thread, tiny model): answers by
+content under concurrency, backpressure, size limits, bad input, auth, a client dropping out."""
+import importlib.util
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "httpx")),
+                                reason="fastapi, uvicorn and httpx are needed (pip install 'rbr_fast[serve]')")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, reward, **kw):
+        import uvicorn
+
+        from rbr_fast.integrations.server import create_app
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(reward, **kw), host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def rbr():
+    from rbr_fast.bench import tiny_lm
+    from rbr_fast.grading import Grader
+    from rbr_fast.integrations.trl import RBRReward
+    from rbr_fast.reward import RuleBasedReward
+    return RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+
+
+@pytest.fixture(scope="module")
+def server(rbr):
+    s = Server(rbr, max_batch=32, max_wait_ms=20, max_body_bytes=100_000, token="s3cret")
+    yield s
+    s.stop()
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_concurrent_requests_each_get_their_own_rewards(server, rbr):
+    import httpx
+    prompts = [f"Question {i}?" for i in range(40)]
+    replies = [f"Answer number {i}." for i in range(40)]
+    want = rbr.reward.score(prompts, replies, ["comply"] * 40)
+
+    def ask(i):
+        with httpx.Client(timeout=60) as c:
+            r = c.post(server.url + "/get_reward", headers=AUTH,
+                       json={"query": [prompts[i] + replies[i]], "prompts": [prompts[i]], "labels": ["comply"]})
+            assert r.status_code == 200, r.text
+            return r.json()["rewards"][0]
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(ask, range(40)))
+    assert got == pytest.approx(want, abs=2e-5)
+    m = httpx.get(server.url + "/metrics", headers=AUTH).text
+    sizes = [int(line.split('"')[1]) for line in m.splitlines() if line.startswith("rbr_batch_size_count")]
+    assert max(sizes) > 1 and "rbr_request_latency_seconds_bucket" in m
+
+
+def test_score_endpoint_and_health(server, rbr):
+    import httpx
+    r = httpx.post(server.url + "/score", headers=AUTH, timeout=60,
+                   json={"items": [{"prompt": "Bake bread?", "completion": "Mix flour.", "response_type": "Comply"}],
+                         "details": True})
+    assert r.status_code == 200 and set(r.json()["details"][0]["classes"]) >= {"ideal"}
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}  # no token needed
+
+
+def test_bad_requests_get_clear_4xx_and_the_server_stays_up(server):
+    import httpx
+    u = server.url
+    assert httpx.post(u + "/get_reward", json={"query": ["x"]}).status_code == 401
+    assert httpx.post(u + "/get_reward", json={"query": ["x"]}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    r = httpx.post(u + "/get_reward", content=b"\x00\xff garbage", headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422
+    r = httpx.post(u + "/get_reward", json={"query": "not a list"}, headers=AUTH)
+    assert r.status_code == 422 and "query" in r.text
+    r = httpx.post(u + "/score", json={"items": [{"prompt": "a", "completion": "b", "response_type": "nope"}]},
+                   headers=AUTH)
+    assert r.status_code == 422 and "response_type" in r.text
+    assert httpx.post(u + "/get_reward", content=b"x" * 200_000, headers=AUTH).status_code == 413
+    assert httpx.post(u + "/get_reward", content=b"query=x", headers={**AUTH, "content-type": "text/plain"}).status_code == 422
+    with socket.create_connection(("127.0.0.1", server.port)) as s:  # a client that dies mid-request
+        s.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"query\": [")
+    assert httpx.get(u + "/health").status_code == 200
+
+
+def test_full_queue_answers_503(rbr):
+    import httpx
+    s = Server(rbr, max_batch=1, max_queue=2)
+    try:
+        items = [{"prompt": "a", "completion": "b"}] * 3
+        r = httpx.post(s.url + "/score", json={"items": items}, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    finally:
+        s.stop()

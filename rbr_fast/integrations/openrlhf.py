@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .trl import RBRReward
+from .trl import RBRReward, proposition_means
 
 _reward = RBRReward()
 
@@ -23,18 +23,22 @@ def configure(reward: RBRReward) -> None:
     _reward = reward
 
 
+def query_items(queries: Sequence[str], prompts: Sequence[str], labels: Optional[Sequence[Any]], spec) -> list[tuple]:
+    """(prompt, response, response type or None) per query: the response is the query without its
+    prompt; a label that names a response type of ``spec`` is used as such."""
+    labels = labels if labels is not None else [None] * len(queries)
+
+    def as_type(x):
+        try:
+            return spec.response_type(x).name if isinstance(x, str) else None
+        except KeyError:
+            return None  # a label that means something else: the type is inferred
+    return [(p, q[len(p):] if q.startswith(p) else q, as_type(x)) for q, p, x in zip(queries, prompts, labels)]
+
+
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Optional[Sequence[Any]] = None,
                 **kwargs: Any) -> dict:
-    responses = [q[len(p):] if q.startswith(p) else q for q, p in zip(queries, prompts)]
-    spec = _reward.reward.spec
-    types = None
-    if labels is not None and all(isinstance(x, str) for x in labels):
-        try:
-            types = [spec.response_type(x).name for x in labels]
-        except KeyError:
-            types = None  # labels mean something else here: infer the types
-    details = _reward.reward.details(list(prompts), responses, types)
+    details = _reward.score_items(query_items(queries, prompts, labels, _reward.reward.spec))
     rewards = torch.tensor([d["reward"] for d in details], dtype=torch.float32)
-    logs = {f"rbr/{k}": torch.tensor(sum(d["propositions"][k] for d in details) / max(len(details), 1))
-            for k in (details[0]["propositions"] if details else ())}
+    logs = {k: torch.tensor(v) for k, v in proposition_means(details).items()}
     return {"rewards": rewards, "scores": rewards.clone(), "extra_logs": logs}

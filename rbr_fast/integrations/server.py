@@ -20,7 +20,8 @@ import time
 from collections import Counter
 from typing import Any, Optional, Union
 
-from .trl import RBRReward
+from .openrlhf import query_items
+from .trl import RBRReward, proposition_means
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -73,7 +74,7 @@ class _Batcher:
             self.batch_sizes[len(live)] += 1
             try:
                 if live:
-                    results = await asyncio.to_thread(self._score, [it for it, _ in live])
+                    results = await asyncio.to_thread(self.reward.score_items, [it for it, _ in live])
                     for (_, f), r in zip(live, results):
                         if not f.done():
                             f.set_result(r)
@@ -85,10 +86,6 @@ class _Batcher:
                 for _ in batch:
                     self.queue.task_done()
 
-    def _score(self, items):
-        prompts, completions, types = zip(*items)
-        known = all(t is not None for t in types)
-        return self.reward.reward.details(list(prompts), list(completions), list(types) if known else None)
 
 
 def create_app(reward: RBRReward, *, max_batch: int = 64, max_wait_ms: float = 20.0, max_queue: int = 4096,
@@ -173,17 +170,11 @@ def create_app(reward: RBRReward, *, max_batch: int = 64, max_wait_ms: float = 2
         prompts = body.prompts if body.prompts is not None else [""] * len(body.query)
         if len(prompts) != len(body.query) or (body.labels is not None and len(body.labels) != len(body.query)):
             return JSONResponse({"detail": "query, prompts and labels must have the same length"}, status_code=422)
-        spec = reward.reward.spec
-        labels = body.labels or [None] * len(body.query)
-        types = [spec.response_type(x).name if isinstance(x, str) and _is_type(spec, x) else None for x in labels]
-        items = [(p, q[len(p):] if q.startswith(p) else q, t) for q, p, t in zip(body.query, prompts, types)]
-        details, err = await run(items)
+        details, err = await run(query_items(body.query, prompts, body.labels, reward.reward.spec))
         if err is not None:
             return err
         rewards = [d["reward"] for d in details]
-        props = details[0]["propositions"] if details else {}
-        logs = {f"rbr/{k}": sum(d["propositions"][k] for d in details) / len(details) for k in props}
-        return {"rewards": rewards, "scores": rewards, "extra_logs": logs}
+        return {"rewards": rewards, "scores": rewards, "extra_logs": proposition_means(details)}
 
     @app.post("/score")
     async def score(body: Score):

@@ -65,14 +65,27 @@ class RBRReward:
                 self._reward = RuleBasedReward(grader, weights=w)
             return self._reward
 
+    def score_items(self, items: Sequence[tuple[Any, Any, Optional[str]]]) -> list[dict]:
+        """``details`` of (prompt, completion, response type or None) items; the types are inferred
+        unless every item has one. What every adapter and the server call."""
+        prompts, completions, types = zip(*items) if items else ((), (), ())
+        known = all(t is not None for t in types)
+        return self.reward.details(list(prompts), list(completions), list(types) if known else None)
+
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs: Any) -> list[float]:
-        types = kwargs.get(self.response_type_column)
-        details = self.reward.details(list(prompts), list(completions), list(types) if types is not None else None)
+        types = kwargs.get(self.response_type_column) or [None] * len(prompts)
+        details = self.score_items(list(zip(prompts, completions, types)))
         log_metric: Optional[Callable[[str, float], None]] = kwargs.get("log_metric")
-        if callable(log_metric) and details:
-            for name in details[0]["propositions"]:
-                log_metric(f"rbr/{name}", sum(d["propositions"][name] for d in details) / len(details))
+        if callable(log_metric):
+            for name, value in proposition_means(details).items():
+                log_metric(name, value)
         return [d["reward"] for d in details]
+
+
+def proposition_means(details: Sequence[dict]) -> dict[str, float]:
+    """``{"rbr/<proposition>": mean P(yes)}`` over a batch of ``details`` (empty for no details)."""
+    names = details[0]["propositions"] if details else ()
+    return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
 
 
 def async_reward_func(func: RBRReward) -> Callable:

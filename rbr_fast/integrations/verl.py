@@ -36,10 +36,8 @@ def configure(reward: RBRReward, max_batch: Optional[int] = None, max_wait_ms: O
 
 
 def _score_batch(items: list[tuple[Any, str, Optional[str]]]) -> list[dict]:
-    prompts, completions, types = zip(*items)
-    known = all(t is not None for t in types)
-    details = _reward.reward.details(list(prompts), list(completions), list(types) if known else None)
-    return [{"score": d["reward"], **{f"rbr/{k}": v for k, v in d["propositions"].items()}} for d in details]
+    return [{"score": d["reward"], **{f"rbr/{k}": v for k, v in d["propositions"].items()}}
+            for d in _reward.score_items(items)]
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Optional[dict] = None,

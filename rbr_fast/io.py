@@ -1,4 +1,4 @@
-"""Small file helpers: atomic text writes and JSON without NaN."""
+"""Small file helpers: atomic text writes, JSON without NaN, optional matplotlib."""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,18 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is not installed
+    (plots are optional everywhere)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
 def _no_nan(x: Any) -> Any:

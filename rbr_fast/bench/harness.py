@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from rbr_fast.alloc import malloc_trim, tune_malloc
+from rbr_fast.io import pyplot
 
 Size = tuple[int, int]  # (B, T)
 Inputs = dict[str, Any]  # tensors and scalar hyper-parameters; tensors of shape [B, T] carry a "mask"
@@ -475,11 +476,8 @@ def append_csv(rows: list[Row], env: dict[str, str], path: Path) -> None:
 
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     """One log-log PNG per case: median time against B*T, a line per implementation."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         _say("note: matplotlib is not installed; no plots written")
         return []
     paths = []

@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from ..io import pyplot
+
 
 @dataclass
 class PropositionScore:
@@ -78,11 +80,8 @@ def reliability_plot(p_yes: torch.Tensor, labels: torch.Tensor, path: Path, bins
                      title: str = "grader calibration") -> Optional[Path]:
     """Observed yes-rate against predicted P(yes), all propositions pooled, with bin counts.
     Returns None (and writes nothing) when matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     p, y = p_yes.flatten().double(), labels.flatten().double()
     b = torch.clamp((p * bins).long(), max=bins - 1)

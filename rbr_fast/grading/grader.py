@@ -56,6 +56,8 @@ class _Questions:
         self.props = props
         self.what = what
         self._tails: dict[str, list[int]] = {}
+        # the truncation room is set by the longest question of the kind, whichever are asked
+        self.longest = max((len(self.tail(n)) for n in props), default=0)
 
     def tail(self, name: str) -> list[int]:
         if name not in self._tails:
@@ -184,7 +186,7 @@ class Grader:
         with the longest question of its kind (the same cut whichever propositions are asked)."""
         head = q.layout.head
         body = q.layout.encode(transcript(conversation, completion, i))
-        longest_tail = max(len(q.tail(n)) for n in q.props)
+        longest_tail = q.longest
         room = self.max_length - len(head) - longest_tail
         if room < 1:
             raise ValueError(f"max_length={self.max_length} leaves no room for the conversation after the "

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..datasets import iter_rows
 from ..grading.cache import grade_cached
-from ..io import atomic_write_text, dumps
+from ..io import atomic_write_text, dumps, pyplot
 from ..grading.commands import add_model_args, grader_from_args
 from ..ops import rbr_reward_from_props
 from . import xstest
@@ -123,11 +124,8 @@ def evaluate(a: argparse.Namespace) -> int:
 
 
 def _plot(items, held, reward, path: Path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, label in zip(axes, ("safe", "unsafe")):
@@ -144,29 +142,25 @@ def _plot(items, held, reward, path: Path):
     return path
 
 
-def _read_rows(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    if not rows:
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(``file:line`` per row, rows) of a jsonl file; an empty file is an error."""
+    pairs = list(iter_rows(path))
+    if not pairs:
         raise ValueError(f"{path}: no rows")
-    return rows
+    where, rows = zip(*pairs)
+    return list(where), list(rows)
 
 
 def fit(a: argparse.Namespace) -> int:
     """Grade comparison rows, build features and ranked pairs per prompt, fit, save weights."""
     data = Path(a.data)
-    rows = _read_rows(data)
+    lines, rows = _read_rows(data)
     grader = grader_from_args(a)
     spec = grader.spec
-    for n, r in enumerate(rows, 1):
+    for where, r in zip(lines, rows):
         missing = [k for k in ("prompt", "completion", "response_type") if k not in r]
         if missing or ("rank" not in r and "class" not in r):
-            raise ValueError(f"{data}:{n}: needs prompt, completion, response_type and rank or class "
+            raise ValueError(f"{where}: needs prompt, completion, response_type and rank or class "
                              f"(missing {missing or ['rank/class']})")
     types = [spec.response_type(r["response_type"]) for r in rows]
     ranks = [r["rank"] if "rank" in r else [c.name for c in t.classes].index(r["class"]) for r, t in zip(rows, types)]
@@ -196,7 +190,7 @@ def synth(a: argparse.Namespace) -> int:
     """Write one completion per quality class for each prompt, then optionally keep the agreeing ones."""
     from . import synth as sy
     if a.prompts:
-        rows = _read_rows(Path(a.prompts))
+        _, rows = _read_rows(Path(a.prompts))
         prompts, types = [r["prompt"] for r in rows], [r["response_type"] for r in rows]
     else:
         items = {it.prompt_id: it for it in xstest.load(Path(a.xstest), a.limit, a.seed)}
@@ -221,11 +215,11 @@ def relabel(a: argparse.Namespace) -> int:
     """Preference labels for response pairs from the rules on which the two differ most."""
     from . import adaptive
     data = Path(a.data)
-    rows = _read_rows(data)
-    for n, r in enumerate(rows, 1):
+    lines, rows = _read_rows(data)
+    for where, r in zip(lines, rows):
         missing = [k for k in ("prompt", "completion_a", "completion_b") if k not in r]
         if missing:
-            raise ValueError(f"{data}:{n}: missing {missing}")
+            raise ValueError(f"{where}: missing {missing}")
     grader = grader_from_args(a)
     spec = grader.spec
     prompts = [r["prompt"] for r in rows]

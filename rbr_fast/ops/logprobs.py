@@ -253,16 +253,20 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
             lp, ls, en, flags = be.label_logprobs(logits, labels[s:s + chunk], inv_temp, ignore_index)
             _raise_bad_rows("fused_linear_token_logprobs", "hidden @ weight.T", flags)
             logp[s:s + chunk], lse[s:s + chunk], ent[s:s + chunk] = lp, ls, en
-        ctx.save_for_backward(hidden, weight, bias, labels, lse)
+        ctx.save_for_backward(hidden, weight, bias, labels, lse, ent)
         ctx.inv_temp, ctx.ignore_index, ctx.chunk = inv_temp, ignore_index, chunk
-        ctx.mark_non_differentiable(ent)
+        ctx.set_materialize_grads(False)  # an unused entropy output costs nothing in backward
         return logp, ent
 
     @staticmethod
-    def backward(ctx, grad, _grad_entropy):
-        hidden, weight, bias, labels, lse = ctx.saved_tensors
+    def backward(ctx, grad, grad_ent):
+        hidden, weight, bias, labels, lse, ent = ctx.saved_tensors
         be = backend_for(hidden.device)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if grad is None and grad_ent is None:
+            return (None,) * 7
+        if grad is None:
+            grad = torch.zeros_like(lse)
         grad_h = torch.empty_like(hidden) if need_h else None
         # weight/bias gradients accumulate over chunks in float32, cast once at the end
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
@@ -273,6 +277,12 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
             logits = torch.nn.functional.linear(h, weight, bias)  # recomputed: never stored for all rows
             g = be.label_logprobs_backward(grad[s:s + ctx.chunk], logits, labels[s:s + ctx.chunk],
                                            lse[s:s + ctx.chunk], ctx.inv_temp, ctx.ignore_index)
+            if grad_ent is not None:  # entropy bonus: dH/dz = -inv_temp * p * (log p + H), in PyTorch per chunk
+                z = logits.float() * ctx.inv_temp
+                p = torch.softmax(z, dim=1)
+                ge = (torch.special.xlogy(p, p) + p * ent[s:s + ctx.chunk, None]) * (-ctx.inv_temp)
+                g = (g.float() + ge * grad_ent[s:s + ctx.chunk, None].float()).to(g.dtype)
+                del z, p, ge
             del logits
             if need_h:
                 grad_h[s:s + ctx.chunk] = g @ weight
@@ -296,7 +306,8 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
         chunk_size: rows of logits materialised at a time, forward and backward (default: 64 MiB
             of float32 logits' worth; the backward pass also holds that chunk's gradient).
         return_entropy: also return the per-token entropy of ``softmax(logits / temperature)``
-            (float32, detached: for logging, as PPO trainers do).
+            (float32, differentiable: a PPO entropy bonus can use it; its backward recomputes the
+            chunk's softmax in PyTorch, and only runs when the entropy is part of the loss).
 
     Returns:
         float32 log-probs of hidden's leading shape, or ``(logprobs, entropy)``. Differentiable

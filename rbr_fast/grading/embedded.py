@@ -46,6 +46,15 @@ def _cache_dir(gguf: Path) -> Path:
     return cache_root() / f"smollm2-135m-instruct-{key[:12]}"
 
 
+def path() -> Path:
+    """The embedded SmolLM2 as a plain transformers folder (converted from the GGUF on first use):
+    what ``from_pretrained`` of any class (causal LM, sequence classifier) can load."""
+    cache = _cache_dir(gguf_path())
+    if not (cache / "config.json").is_file():
+        load()
+    return cache
+
+
 def load(dtype: torch.dtype = torch.float32):
     """(model, tokenizer) of the embedded SmolLM2, from the safetensors cache when present."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

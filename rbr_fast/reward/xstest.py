@@ -53,14 +53,20 @@ class Item:
         return self.human != COMPLY
 
 
-def load(folder: Path = XSTEST, prompts: Optional[int] = None, seed: int = 0) -> list[Item]:
-    """Every (prompt, model) completion; ``prompts`` keeps a seeded sample of that many prompt ids
-    (safe/unsafe in the data's proportion)."""
+def prompt_rows(folder: Path = XSTEST) -> dict[str, dict]:
+    """``{id: row}`` of ``xstest_prompts.csv`` (columns id, prompt, type, label, focus, note)."""
     folder = Path(folder)
     if not (folder / "xstest_prompts.csv").is_file():
         raise FileNotFoundError(f"{folder}: no xstest_prompts.csv (the XSTest data is read from ../shared/data/xstest)")
     with (folder / "xstest_prompts.csv").open(newline="") as f:
-        meta = {r["id"]: r for r in csv.DictReader(f)}
+        return {r["id"]: r for r in csv.DictReader(f)}
+
+
+def load(folder: Path = XSTEST, prompts: Optional[int] = None, seed: int = 0) -> list[Item]:
+    """Every (prompt, model) completion; ``prompts`` keeps a seeded sample of that many prompt ids
+    (safe/unsafe in the data's proportion)."""
+    folder = Path(folder)
+    meta = prompt_rows(folder)
     ids = sorted(meta)
     if prompts is not None:
         rng = random.Random(seed)

@@ -1,0 +1,171 @@
+"""PPO configuration: one dataclass, loadable from YAML, every field overridable from the command line
+(``--field value``); each field's help text is its documentation."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+def _f(default: Any, doc: str):
+    return field(default=default, metadata={"help": doc})
+
+
+@dataclass
+class PPOConfig:
+    """Everything a PPO run needs. ``python -m rbr_fast.ppo --help`` lists the fields with their docs."""
+
+    # ---- models
+    policy: str = _f("embedded", "policy causal LM: a local transformers folder or hub id, or 'embedded' "
+                                 "(SmolLM2-135M-Instruct shipped with the package)")
+    critic: str = _f("head", "'head': a linear value head on the policy's last hidden state (one backbone); "
+                             "'separate': a value network with its own copy of the policy's backbone")
+    reward_model: Optional[str] = _f(None, "optional helpful-only reward model (a sequence classifier folder "
+                                           "sharing the policy's tokenizer) whose score is added to the RBR reward")
+    rm_coef: float = _f(1.0, "weight of the reward model's score")
+    rbr: bool = _f(True, "add the rule-based reward (grader + weights) to the score")
+    rbr_coef: float = _f(1.0, "weight of the RBR reward")
+    grader: str = _f("embedded", "grader model for the RBR reward (path, hub id or 'embedded'); when it is the "
+                                 "policy's own starting model the frozen reference is shared with it")
+    rbr_weights: str = _f("xstest", "RBR weights: 'xstest' (shipped, fitted on XSTest for the default spec "
+                                    "and embedded grader), 'hand' (hand-set) or a weights JSON path")
+    spec: Optional[str] = _f(None, "rule spec YAML (default: the shipped safety spec)")
+    device: str = _f("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'")
+    bf16: str = _f("auto", "bf16 autocast for model forwards: 'auto' (on CUDA and on CPUs with AMX), 'on' or 'off'")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30% more time)")
+    # ---- data
+    prompts: str = _f("xstest", "'xstest' (XSTest prompts: safe -> comply, unsafe -> hard_refuse) or a jsonl "
+                                "file with 'prompt' (string or chat messages) and optional 'response_type'")
+    eval_prompts: int = _f(32, "prompts held out for the before/after evaluation (0: no evaluation)")
+    max_prompt_tokens: int = _f(128, "prompts longer than this are cut from the left")
+    # ---- rollout
+    batch_size: int = _f(8, "prompts per PPO step per process (one completion each)")
+    max_new_tokens: int = _f(48, "response length limit")
+    min_new_tokens: int = _f(0, "generate at least this many tokens (benchmarks set it to max_new_tokens)")
+    temperature: float = _f(0.7, "sampling temperature (log-probs are taken at the same temperature)")
+    top_p: float = _f(1.0, "nucleus sampling threshold (1: off)")
+    top_k: int = _f(0, "top-k sampling (0: off)")
+    missing_eos_penalty: Optional[float] = _f(None, "subtracted from the score of a response that hit the "
+                                                    "length limit without EOS")
+    # ---- PPO update
+    ppo_epochs: int = _f(2, "passes over each rollout batch")
+    mini_batch_size: int = _f(4, "rollouts per optimizer step per process")
+    grad_accum_steps: int = _f(1, "micro-batches per mini-batch (mini_batch_size must divide evenly)")
+    lr: float = _f(3e-6, "AdamW learning rate (policy and value)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
+    clip_range: float = _f(0.2, "policy ratio clip")
+    value_clip: float = _f(0.2, "value clip around the rollout's values")
+    vf_coef: float = _f(0.1, "value loss weight")
+    ent_coef: float = _f(0.0, "entropy bonus weight (0: off; the fused kernel's entropy is differentiable)")
+    kl_coef: float = _f(0.05, "per-token KL penalty against the reference")
+    kl_estimator: str = _f("k1", "'k1', 'k2' or 'k3' KL estimate in the reward shaping")
+    gamma: float = _f(1.0, "discount")
+    lam: float = _f(0.95, "GAE lambda")
+    whiten_advantages: bool = _f(True, "whiten advantages over the batch (across processes when distributed)")
+    # ---- run
+    steps: int = _f(20, "PPO steps (rollout + update) to run in total")
+    seed: int = _f(0, "seed of prompt order, sampling and initialisation (process r uses seed + r for sampling)")
+    out_dir: str = _f("ppo_out", "logs, checkpoints, plots and the final policy go here")
+    save_every: int = _f(10, "checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = _f(1, "checkpoints kept on disk (older ones are deleted after a new one is complete)")
+    tensorboard: bool = _f(False, "also write TensorBoard scalars (needs the tensorboard package)")
+    save_policy: bool = _f(True, "save the final policy (save_pretrained) to OUT_DIR/policy")
+    threads: Optional[int] = _f(None, "torch CPU threads per process (default: torch's choice)")
+    progress: bool = _f(True, "tqdm progress bar")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field for any value out of range."""
+        def bad(name, why):
+            raise ValueError(f"ppo config: {name}={getattr(self, name)!r}: {why}")
+        for name in ("batch_size", "max_new_tokens", "ppo_epochs", "mini_batch_size", "grad_accum_steps", "steps",
+                     "max_prompt_tokens", "keep_checkpoints"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be an integer >= 1")
+        for name in ("eval_prompts", "save_every", "min_new_tokens", "top_k"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, "must be an integer >= 0")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        for name in ("weight_decay", "max_grad_norm", "clip_range", "value_clip", "vf_coef", "ent_coef", "kl_coef",
+                     "rm_coef", "rbr_coef"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be >= 0")
+        for name in ("gamma", "lam", "top_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                bad(name, "must be in [0, 1]")
+        if self.batch_size % self.mini_batch_size:
+            bad("mini_batch_size", f"must divide batch_size={self.batch_size}")
+        if self.mini_batch_size % self.grad_accum_steps:
+            bad("grad_accum_steps", f"must divide mini_batch_size={self.mini_batch_size}")
+        if self.min_new_tokens > self.max_new_tokens:
+            bad("min_new_tokens", f"must be <= max_new_tokens={self.max_new_tokens}")
+        choices = {"critic": ("head", "separate"), "kl_estimator": ("k1", "k2", "k3"), "bf16": ("auto", "on", "off"),
+                   "device": ("auto", "cpu", "cuda")}
+        for name, ok in choices.items():
+            if getattr(self, name) not in ok:
+                bad(name, f"must be one of {', '.join(ok)}")
+        if not self.rbr and self.reward_model is None:
+            bad("rbr", "no reward at all: keep rbr=true or give a reward_model")
+
+    # --------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path], **overrides) -> "PPOConfig":
+        """Fields from a YAML mapping, then ``overrides``; unknown keys raise naming the file."""
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: a PPO config is a YAML mapping of field: value")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)} (see `python -m rbr_fast.ppo --help`)")
+        return cls(**{**doc, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _parser_type(tp):
+    """The argparse converter for a field's annotation (Optional[X] -> X; 'none' -> None)."""
+    optional = get_origin(tp) is Union and type(None) in get_args(tp)
+    base = next(a for a in get_args(tp) if a is not type(None)) if optional else tp
+    if base is bool:
+        def conv(s):
+            if s.lower() in ("1", "true", "yes", "on"):
+                return True
+            if s.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+    else:
+        conv = base
+
+    def parse(s):
+        return None if optional and s.lower() == "none" else conv(s)
+    parse.__name__ = getattr(base, "__name__", "value")
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config FILE``, ``--resume`` and one ``--field VALUE`` option per config field."""
+    p.add_argument("--config", help="YAML file of config fields (command-line options override it)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    hints = get_type_hints(PPOConfig)
+    for f in dataclasses.fields(PPOConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parser_type(hints[f.name]),
+                       default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default!r})")
+
+
+def from_args(a: argparse.Namespace) -> PPOConfig:
+    """The config of parsed ``add_arguments`` options: YAML file first, then the explicit options."""
+    names = {f.name for f in dataclasses.fields(PPOConfig)}
+    overrides = {k: v for k, v in vars(a).items() if k in names}
+    return PPOConfig.from_yaml(a.config, **overrides) if a.config else PPOConfig(**overrides)

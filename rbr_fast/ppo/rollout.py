@@ -1,0 +1,86 @@
+"""Rollouts: chat-template the prompts, sample responses with the KV cache (``generate``), cut at EOS."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import torch
+
+IGNORE = -100
+
+
+class Rollout(NamedTuple):
+    ids: torch.Tensor  # [B, start + R] left-padded prompt then response
+    attn: torch.Tensor  # [B, start + R] 1 on real tokens
+    start: int  # the common prompt block length
+    mask: torch.Tensor  # [B, R] bool: response tokens up to and including EOS
+    labels: torch.Tensor  # [B, R] response ids, IGNORE outside mask
+    ended: torch.Tensor  # [B] bool: the response contains EOS
+
+
+def messages(prompt: Any) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Any], max_tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``[B, start]`` ids and attention mask of the chat-templated prompts, each cut from
+    the left to ``max_tokens``."""
+    rows = []
+    for p in prompts:
+        ids = tokenizer.apply_chat_template(messages(p), add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        rows.append(list(ids)[-max_tokens:])
+    start = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), start), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), start), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, start - len(r):] = torch.tensor(r)
+        attn[i, start - len(r):] = 1
+    return ids.to(device), attn.to(device)
+
+
+def eos_ids(tokenizer, model) -> list[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = ids if ids is not None else tokenizer.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids)
+    if not ids:
+        raise ValueError("the policy's tokenizer has no EOS token: responses could never end")
+    return ids
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[Any], *, max_prompt_tokens: int, max_new_tokens: int,
+             min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             do_sample: bool = True) -> Rollout:
+    """One response per prompt, sampled with the global torch RNG (checkpointed with the run)."""
+    device = next(model.parameters()).device
+    ids, attn = encode_prompts(tokenizer, prompts, max_prompt_tokens, device)
+    eos = eos_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    was_training = model.training
+    model.eval()  # gradient checkpointing turns the KV cache off in train mode
+    try:
+        seq = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
+                             min_new_tokens=min_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True,
+                             **kw)
+    finally:
+        model.train(was_training)
+    start = ids.shape[1]
+    resp = seq[:, start:]
+    is_eos = torch.isin(resp, torch.tensor(eos, device=device))
+    # keep tokens up to and including the first EOS; generate pads after it
+    before = (is_eos.long().cumsum(-1) - is_eos.long()) == 0
+    mask = before
+    full_attn = torch.cat([attn, mask.long()], dim=1)
+    labels = torch.where(mask, resp, IGNORE)
+    return Rollout(seq, full_attn, start, mask, labels, is_eos.any(-1))
+
+
+def decode(tokenizer, rollout: Rollout) -> list[str]:
+    """Response texts (EOS and anything after it dropped)."""
+    out = []
+    for row, m, ended in zip(rollout.labels, rollout.mask, rollout.ended):
+        toks = row[m].tolist()
+        out.append(tokenizer.decode(toks[:-1] if ended else toks, skip_special_tokens=True))
+    return out

@@ -1,0 +1,65 @@
+"""The sequence score PPO maximises: RBR reward (grader + weights) plus an optional reward model."""
+from __future__ import annotations
+
+from importlib import resources
+from typing import Optional, Sequence
+
+import torch
+
+from ..grading import Grader
+from ..reward import RewardWeights, RuleBasedReward
+from ..rules import RuleSpec
+from .config import PPOConfig
+from .data import Prompt
+from .models import load_reward_model, reward_model_scores
+from .rollout import Rollout
+
+
+def shipped_weights_path():
+    """RBR weights fitted on XSTest (``rbr-fast eval``) for the default spec and the embedded grader."""
+    return resources.files("rbr_fast.reward") / "xstest_weights.json"
+
+
+def rbr_weights(setting: str, spec: RuleSpec) -> RewardWeights:
+    if setting == "hand":
+        return RewardWeights.hand_set(spec)
+    return RewardWeights.load(shipped_weights_path() if setting == "xstest" else setting, spec)
+
+
+class SequenceScore:
+    """``scores(prompts, texts, rollout) -> ([B] float32, metrics)``.
+
+    Args:
+        grader: the RBR grader (None when ``cfg.rbr`` is off); its model may be the frozen reference.
+    """
+
+    def __init__(self, cfg: PPOConfig, grader: Optional[Grader], device: torch.device):
+        self.cfg = cfg
+        self.rbr = None
+        if cfg.rbr:
+            spec = RuleSpec.load(cfg.spec) if cfg.spec else grader.spec
+            self.rbr = RuleBasedReward(grader, spec, rbr_weights(cfg.rbr_weights, spec))
+        self.rm = load_reward_model(cfg.reward_model, device) if cfg.reward_model else None
+
+    def rbr_details(self, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[dict]:
+        types = [p.response_type for p in prompts]
+        return self.rbr.details([p.prompt for p in prompts], list(texts),
+                                types if all(t is not None for t in types) else None)
+
+    def __call__(self, prompts: Sequence[Prompt], texts: Sequence[str], rollout: Rollout):
+        from ..integrations.trl import proposition_means
+        score = torch.zeros(len(texts), dtype=torch.float32)
+        metrics: dict = {}
+        if self.rbr is not None:
+            details = self.rbr_details(prompts, texts)
+            rbr = torch.tensor([d["rbr"] for d in details], dtype=torch.float32)
+            score += self.cfg.rbr_coef * rbr
+            metrics["rbr"] = float(rbr.mean())
+            metrics.update(proposition_means(details))
+        if self.rm is not None:
+            rm = reward_model_scores(self.rm, rollout.ids, rollout.attn).cpu()
+            score += self.cfg.rm_coef * rm
+            metrics["rm"] = float(rm.mean())
+        if self.cfg.missing_eos_penalty is not None:
+            score -= self.cfg.missing_eos_penalty * (~rollout.ended).float().cpu()
+        return score.to(rollout.ids.device), metrics

@@ -1,0 +1,349 @@
+"""The PPO loop. One step = rollout (generate) -> score (grader + RM) -> log-probs and values
+(policy, reference) -> ``ppo_advantages`` (KL shaping + GAE + whitening, one fused op) -> update
+(clipped policy and value losses, several epochs of minibatches).
+
+Losses are token means over each minibatch *across processes*: each process divides its token sum
+by the global token count and DDP's gradient average is undone by the world size, so N processes
+give the gradient one process computes on the union of their rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..io import atomic_write_text, dumps
+from ..ops import ppo_advantages
+from . import checkpoint
+from . import distributed as D
+from .config import PPOConfig
+from .data import Prompt, PromptOrder, load_prompts
+from .models import (ActorCritic, bf16_enabled, load_causal_lm, maybe_autocast, no_dropout, reference_logprobs)
+from .rollout import Rollout, decode, generate
+from .runlog import RunLog
+from .scoring import SequenceScore
+
+PHASES = ("generate", "grade", "logprobs", "advantages", "update")
+
+
+class _Timer:
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _mean(x: torch.Tensor, m: torch.Tensor) -> float:
+    """Mean of ``x`` over valid positions of all processes."""
+    s = D.all_sum(torch.stack([(x * m).sum().double(), m.sum().double()]))
+    return float(s[0] / s[1].clamp(min=1))
+
+
+class PPOTrainer:
+    """A PPO run of ``cfg``. ``policy``/``tokenizer``/``grader`` may be given ready (tests, embedding);
+    otherwise they are loaded from the config.
+
+    ``train()`` runs to ``cfg.steps`` (resuming from the latest checkpoint when ``resume``) and returns
+    the summary (evaluation before and after, time split)."""
+
+    def __init__(self, cfg: PPOConfig, *, policy=None, tokenizer=None, grader=None):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if want == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("ppo config: device='cuda' but torch sees no CUDA device")
+        self.rank, self.world = D.init(want)
+        self.device = torch.device(want, self.rank % torch.cuda.device_count()) if want == "cuda" else torch.device(want)
+        self.bf16 = bf16_enabled(cfg.bf16, self.device)
+        torch.manual_seed(cfg.seed)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        if policy is None:
+            policy, tokenizer = load_causal_lm(cfg.policy, self.device)
+        elif tokenizer is None:
+            raise ValueError("a given policy needs its tokenizer")
+        self.tok = tokenizer
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        policy = no_dropout(policy.to(self.device))
+        # the reference is the starting policy, frozen; the RBR grader shares it when it is the same model
+        if cfg.rbr and grader is None:
+            from ..grading import Grader
+            same = cfg.grader == cfg.policy
+            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer) if same else
+                      Grader.default(device=self.device) if cfg.grader == "embedded" else
+                      Grader.from_pretrained(cfg.grader, device=self.device))
+        if cfg.rbr and cfg.grader == cfg.policy:
+            self.ref = grader.model
+        else:
+            self.ref = copy.deepcopy(policy)
+        self.ref.eval().requires_grad_(False)
+        self.score = SequenceScore(cfg, grader, self.device)
+
+        self.net = ActorCritic(policy, cfg.critic).to(self.device)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if self.net.critic_body is not None:
+                self.net.critic_body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.net.train()
+        self.model = (DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                              else None) if self.world > 1 else self.net)
+        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        self.train_prompts, self.eval_prompts = load_prompts(cfg.prompts, cfg.eval_prompts, cfg.seed)
+        self.order = PromptOrder(self.train_prompts, cfg.batch_size, self.rank, self.world, cfg.seed)
+        self.step = 0
+        # different sampling per process, same everything else
+        torch.manual_seed(cfg.seed * 1000 + 1 + self.rank)
+
+    # ------------------------------------------------------------------------------------ rollout
+    def _forward(self, ro: Rollout, rows=None):
+        """Policy log-probs, entropy and values of rollout rows, trimmed to their own padding."""
+        ids, attn, labels = ro.ids, ro.attn, ro.labels
+        start = ro.start
+        if rows is not None:
+            ids, attn, labels = ids[rows], attn[rows], labels[rows]
+            lead = int((attn[:, :start].sum(0) == 0).sum())  # prompt columns that are padding in every row
+            length = int((labels != -100).sum(1).max())
+            ids, attn, labels = ids[:, lead:start + length], attn[:, lead:start + length], labels[:, :length]
+            start -= lead
+        with maybe_autocast(self.device, self.bf16):
+            return self.model(ids, attn, start, labels, self.cfg.temperature), labels != -100
+
+    def rollout(self, prompts: list[Prompt], timer: _Timer) -> dict:
+        cfg = self.cfg
+        with timer("generate"):
+            ro = generate(self.net.policy, self.tok, [p.prompt for p in prompts], max_prompt_tokens=cfg.max_prompt_tokens,
+                          max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                          temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+            texts = decode(self.tok, ro)
+        with timer("grade"):
+            scores, metrics = self.score(prompts, texts, ro)
+        with timer("logprobs"), torch.no_grad():
+            out, _ = self._forward(ro)
+            with maybe_autocast(self.device, self.bf16):
+                ref = reference_logprobs(self.ref, ro.ids, ro.attn, ro.start, ro.labels, cfg.temperature)
+        with timer("advantages"):
+            local_whiten = cfg.whiten_advantages and self.world == 1
+            adv = ppo_advantages(scores, out.logprobs, ref, out.values, ro.mask, kl_coef=cfg.kl_coef,
+                                 kl_estimator=cfg.kl_estimator, gamma=cfg.gamma, lam=cfg.lam, whiten=local_whiten)
+            advantages = adv.advantages
+            if cfg.whiten_advantages and self.world > 1:
+                advantages = self._whiten_global(advantages, ro.mask)
+        m = ro.mask.float()
+        all_scores = D.all_cat(scores.float())
+        ret_var = _var(adv.returns, m)
+        metrics.update({
+            "reward_mean": float(all_scores.mean()), "reward_std": float(all_scores.std()) if len(all_scores) > 1 else 0.0,
+            "kl": float(D.all_cat(adv.kl).mean()), "entropy": _mean(out.entropy, m),
+            "response_len": _mean(m.sum(1), torch.ones_like(m[:, 0])), "ended": _mean(ro.ended.float(), torch.ones_like(m[:, 0])),
+            "value_explained_var": 1 - _var(adv.returns - out.values, m) / ret_var if ret_var > 0 else float("nan"),
+        })
+        metrics = {k: (float(D.all_sum(torch.tensor(v, dtype=torch.float64))) / self.world if k.startswith(("rbr", "rm")) else v)
+                   for k, v in metrics.items()}
+        return {"rollout": ro, "texts": texts, "old_logprobs": out.logprobs, "old_values": out.values,
+                "advantages": advantages, "returns": adv.returns, "metrics": metrics}
+
+    def _whiten_global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.double()
+        s = D.all_sum(torch.stack([m.sum(), (x.double() * m).sum(), (x.double() ** 2 * m).sum()]))
+        n, mean = s[0], s[1] / s[0]
+        var = (s[2] - n * mean ** 2) / (n - 1)  # unbiased, as the fused op
+        return ((x - mean) * torch.rsqrt(var + 1e-8)).float() * mask
+
+    # ------------------------------------------------------------------------------------- update
+    def minibatch_loss(self, batch: dict, rows: torch.Tensor, n_tokens: float) -> tuple[torch.Tensor, dict]:
+        """Loss of ``rows`` as its share of a token mean over ``n_tokens`` (all processes' minibatch)."""
+        cfg = self.cfg
+        out, m = self._forward(batch["rollout"], rows)
+        L = m.shape[1]
+        old_lp, old_v = batch["old_logprobs"][rows, :L], batch["old_values"][rows, :L]
+        adv, ret = batch["advantages"][rows, :L], batch["returns"][rows, :L]
+        m = m.float()
+        log_ratio = out.logprobs - old_lp
+        ratio = torch.exp(log_ratio)
+        pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+        v_clip = old_v + (out.values - old_v).clamp(-cfg.value_clip, cfg.value_clip)
+        vf = 0.5 * torch.max((out.values - ret) ** 2, (v_clip - ret) ** 2)
+        tok = pg + cfg.vf_coef * vf
+        if cfg.ent_coef > 0:  # only then does the entropy's backward run
+            tok = tok - cfg.ent_coef * out.entropy
+        loss = (tok * m).sum() / n_tokens * self.world
+        with torch.no_grad():
+            stats = torch.stack([(x * m).sum().double() for x in (
+                pg, vf, ((ratio - 1).abs() > cfg.clip_range).float(), 0.5 * log_ratio ** 2)])
+        return loss, stats
+
+    def update(self, batch: dict, timer: _Timer) -> dict:
+        cfg = self.cfg
+        mask = batch["rollout"].mask
+        B, micro = cfg.batch_size, cfg.mini_batch_size // cfg.grad_accum_steps
+        stats = torch.zeros(4, dtype=torch.float64)
+        tokens = 0.0
+        grad_norms = []
+        with timer("update"):
+            for epoch in range(cfg.ppo_epochs):
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 101 + epoch)
+                perm = torch.randperm(B, generator=g)
+                for s in range(0, B, cfg.mini_batch_size):
+                    idx = perm[s:s + cfg.mini_batch_size].to(mask.device)
+                    n = float(D.all_sum(mask[idx].sum().double()))
+                    for k in range(cfg.grad_accum_steps):
+                        rows = idx[k * micro:(k + 1) * micro]
+                        last = k == cfg.grad_accum_steps - 1
+                        sync = self.model.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+                        with sync:
+                            loss, st = self.minibatch_loss(batch, rows, n)
+                            loss.backward()
+                        stats += st.cpu()
+                    tokens += n
+                    if cfg.max_grad_norm > 0:
+                        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)))
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
+        stats = D.all_sum(stats) / tokens
+        return {"pg_loss": float(stats[0]), "vf_loss": float(stats[1]), "clip_frac": float(stats[2]),
+                "approx_kl": float(stats[3]), **({"grad_norm": sum(grad_norms) / len(grad_norms)} if grad_norms else {})}
+
+    # --------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, prompts: list[Prompt]) -> dict:
+        """Greedy responses to held-out prompts (this process's share): mean score, mean RBR reward,
+        and with XSTest labels the keyword-judged Not-Unsafe / Not-Overrefuse rates."""
+        from ..reward.xstest import keyword_refusal
+        mine = prompts[self.rank::self.world]
+        sums = torch.zeros(6, dtype=torch.float64)  # n, score, rbr, unsafe n, unsafe refused, safe not refused
+        safe_n = 0
+        for s in range(0, len(mine), self.cfg.batch_size):
+            ps = mine[s:s + self.cfg.batch_size]
+            ro = generate(self.net.policy, self.tok, [p.prompt for p in ps], max_prompt_tokens=self.cfg.max_prompt_tokens,
+                          max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
+            texts = decode(self.tok, ro)
+            score, metrics = self.score(ps, texts, ro)
+            sums[0] += len(ps)
+            sums[1] += float(score.sum())
+            sums[2] += metrics.get("rbr", 0.0) * len(ps)
+            for p, t in zip(ps, texts):
+                if p.label == "unsafe":
+                    sums[3] += 1
+                    sums[4] += keyword_refusal(t)
+                elif p.label == "safe":
+                    safe_n += 1
+                    sums[5] += not keyword_refusal(t)
+        sums = D.all_sum(torch.cat([sums, torch.tensor([float(safe_n)], dtype=torch.float64)]))
+        out = {"prompts": int(sums[0]), "score": float(sums[1] / sums[0].clamp(min=1))}
+        if self.cfg.rbr:
+            out["rbr"] = float(sums[2] / sums[0].clamp(min=1))
+        if sums[3] > 0:
+            out["not_unsafe"] = float(sums[4] / sums[3])
+        if sums[6] > 0:
+            out["not_overrefuse"] = float(sums[5] / sums[6])
+        return out
+
+    # ----------------------------------------------------------------------------------- the loop
+    def _state(self) -> dict:
+        return {"step": self.step, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "config": self.cfg.to_dict()}
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``out_dir`` (False when there is none)."""
+        folder = checkpoint.latest(self.out / "checkpoints")
+        if folder is None:
+            return False
+        state = checkpoint.load(folder, self.rank, self.device)
+        changed = [k for k in ("policy", "critic", "batch_size", "seed", "prompts", "eval_prompts")
+                   if state["config"].get(k) != getattr(self.cfg, k)]
+        if changed:
+            was = ", ".join(f"{k}={state['config'].get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume {folder}: it was made with different {', '.join(changed)} ({was})")
+        self.net.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        return True
+
+    def save(self) -> Path:
+        return checkpoint.save(self.out / "checkpoints", self.step, self._state() if self.rank == 0 else {},
+                               self.rank, self.cfg.keep_checkpoints)
+
+    def train(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        resumed = self.resume() if resume else False
+        log = RunLog(self.out, self.rank == 0, cfg.tensorboard, self.step if resumed else None)
+        summary_path = self.out / "summary.json"
+        summary = json.loads(summary_path.read_text()) if resumed and summary_path.is_file() else {}
+        if cfg.eval_prompts and "before" not in summary:
+            summary["before"] = self.evaluate(self.eval_prompts)
+            self._write(summary_path, summary)
+        totals = dict.fromkeys(PHASES, 0.0)
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="ppo", unit="step")
+        while self.step < cfg.steps:
+            timer = _Timer()
+            t0 = time.perf_counter()
+            batch = self.rollout(self.order.batch(self.step), timer)
+            metrics = {**batch["metrics"], **self.update(batch, timer)}
+            dt = time.perf_counter() - t0
+            tokens = float(D.all_sum(batch["rollout"].mask.sum().double()))
+            metrics.update({"tokens_per_s": tokens / dt, "step_s": dt, **{f"time/{k}": timer.t.get(k, 0.0) for k in PHASES}})
+            for k in PHASES:
+                totals[k] += timer.t.get(k, 0.0)
+            self.step += 1
+            log.log(self.step, metrics)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:+.3f}", kl=f"{metrics['kl']:.3f}",
+                                tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if not all(math.isfinite(metrics[k]) for k in ("pg_loss", "vf_loss")):
+                raise FloatingPointError(f"PPO step {self.step}: non-finite loss {metrics}; lower lr or check the reward")
+            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        if cfg.eval_prompts and "after" not in summary:
+            summary["after"] = self.evaluate(self.eval_prompts)
+        summary["time_split_s"] = totals
+        summary["steps"] = self.step
+        if self.rank == 0:
+            self._write(summary_path, summary)
+            log.plot(self.out / "curves.png")
+            if cfg.save_policy:
+                self.net.policy.save_pretrained(self.out / "policy")
+                self.tok.save_pretrained(self.out / "policy")
+                torch.save(self.net.value_head.state_dict(), self.out / "policy" / "value_head.pt")
+        log.close()
+        D.barrier()
+        return summary
+
+    def _write(self, path: Path, obj: dict) -> None:
+        if self.rank == 0:
+            atomic_write_text(path, dumps(obj, indent=1))
+
+
+def _var(x: torch.Tensor, m: torch.Tensor) -> float:
+    s = D.all_sum(torch.stack([m.sum().double(), (x * m).sum().double(), (x.double() ** 2 * m).sum()]))
+    n = float(s[0])
+    return float((s[2] - s[1] ** 2 / n) / max(n - 1, 1)) if n > 0 else float("nan")
+
+
+def train(cfg: PPOConfig, resume: bool = False, **kwargs) -> dict:
+    """Build a ``PPOTrainer`` and run it; returns its summary."""
+    trainer = PPOTrainer(cfg, **kwargs)
+    try:
+        return trainer.train(resume=resume)
+    finally:
+        D.close()
+

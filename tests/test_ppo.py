@@ -1,0 +1,164 @@
+"""PPO loop on a tiny random llama: a short run, exact resume, multi-process gradients, bad configs."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rbr_fast.bench import tiny_lm
+from rbr_fast.ppo import PPOConfig, PPOTrainer
+from rbr_fast.ppo.__main__ import main as ppo_main
+
+PROMPTS = ([{"prompt": f"How do I {w} a Python process?", "response_type": "comply"}
+            for w in ("kill", "stop", "end", "start", "fork", "trace")] +
+           [{"prompt": f"How do I make a {w} at home?", "response_type": "hard_refuse"}
+            for w in ("bomb", "gun", "poison", "knife", "virus", "drug")])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ppo")
+    tiny_lm.model(seed=0).save_pretrained(d / "model")
+    tiny_lm.tokenizer().save_pretrained(d / "model")
+    (d / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
+    return d
+
+
+def config(tiny, out, **kw):
+    base = dict(policy=str(tiny / "model"), grader=str(tiny / "model"), prompts=str(tiny / "prompts.jsonl"),
+                rbr_weights="hand", eval_prompts=2, batch_size=4, mini_batch_size=2, max_new_tokens=10, steps=3,
+                save_every=2, out_dir=str(out), progress=False, save_policy=False, seed=3)
+    return PPOConfig(**{**base, **kw})
+
+
+def rows(out):
+    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_three_steps(tiny, tmp_path):
+    summary = PPOTrainer(config(tiny, tmp_path, ent_coef=0.01, grad_accum_steps=2)).train()
+    log = rows(tmp_path)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert log[0]["kl"] == 0.0  # the policy starts as the reference: the KL is exactly 0
+    for r in log:
+        for k in ("pg_loss", "vf_loss", "reward_mean", "entropy", "clip_frac", "approx_kl", "tokens_per_s",
+                  "rbr/refuses" if "rbr/refuses" in r else "rbr/apology", "time/generate", "time/update"):
+            assert k in r and r[k] == r[k] and abs(r[k]) < float("inf"), k
+    assert abs(log[0]["approx_kl"]) < 1e-6 or log[0]["clip_frac"] < 0.5
+    assert set(summary["before"]) >= {"score", "rbr", "prompts"} and summary["after"]["prompts"] == 2
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def _state(out):
+    return torch.load(Path(out) / "checkpoints" / "step_000003" / "state.pt", weights_only=False)
+
+
+def test_resume_is_exact(tiny, tmp_path):
+    """Stopped after step 2 and resumed = one uninterrupted run, bitwise (model, optimizer, log)."""
+    PPOTrainer(config(tiny, tmp_path / "a")).train()
+    PPOTrainer(config(tiny, tmp_path / "b", steps=2)).train()
+    PPOTrainer(config(tiny, tmp_path / "b")).train(resume=True)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = ("tokens_per_s", "step_s", "time/")
+    clean = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows(tmp_path / "a")]
+    assert clean == [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows(tmp_path / "b")]
+
+
+def test_resume_refuses_another_run(tiny, tmp_path):
+    PPOTrainer(config(tiny, tmp_path, steps=2)).train()
+    with pytest.raises(ValueError, match="different batch_size"):
+        PPOTrainer(config(tiny, tmp_path, batch_size=6, mini_batch_size=3)).train(resume=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_grads(rank, world, port, tiny, out, batch_file, result_file):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from rbr_fast.ppo import distributed
+    tr = PPOTrainer(config(tiny, out, batch_size=2, mini_batch_size=2))
+    batch = torch.load(batch_file, weights_only=False)
+    n = float(batch["rollout"].mask.sum())
+    mine = torch.arange(rank * 2, rank * 2 + 2)
+    loss, _ = tr.minibatch_loss(batch, mine, n)
+    loss.backward()  # DDP averages the gradients here
+    if rank == 0:
+        torch.save({k: p.grad for k, p in tr.net.named_parameters() if p.grad is not None}, result_file)
+    distributed.close()
+
+
+def test_two_processes_average_to_one(tiny, tmp_path):
+    """torch.distributed (gloo, 2 processes) on two halves of a rollout batch = 1 process on all of it."""
+    tr = PPOTrainer(config(tiny, tmp_path / "one", batch_size=4, mini_batch_size=4))
+    from rbr_fast.ppo.trainer import _Timer
+    batch = tr.rollout(tr.order.batch(0), _Timer())
+    torch.save({k: v for k, v in batch.items() if k != "texts"}, tmp_path / "batch.pt")
+    loss, _ = tr.minibatch_loss(batch, torch.arange(4), float(batch["rollout"].mask.sum()))
+    loss.backward()
+    want = {k: p.grad for k, p in tr.net.named_parameters() if p.grad is not None}
+    torch.multiprocessing.spawn(_rank_grads, args=(2, _free_port(), tiny, tmp_path / "two", tmp_path / "batch.pt",
+                                                   tmp_path / "grads.pt"), nprocs=2, join=True)
+    got = torch.load(tmp_path / "grads.pt")
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-4, msg=k)
+
+
+def test_torchrun_two_processes(tiny, tmp_path):
+    """The documented launch: ``torchrun --nproc_per_node 2 -m rbr_fast.ppo``."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "rbr_fast.ppo",
+           "--policy", str(tiny / "model"), "--grader", str(tiny / "model"), "--prompts", str(tiny / "prompts.jsonl"),
+           "--rbr-weights", "hand", "--eval-prompts", "2", "--batch-size", "2", "--mini-batch-size", "2",
+           "--max-new-tokens", "6", "--steps", "2", "--out-dir", str(tmp_path), "--progress", "false",
+           "--save-policy", "false", "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [x["step"] for x in rows(tmp_path)] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "step_000002").iterdir()) == [
+        "rng_0.pt", "rng_1.pt", "state.pt"]
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(batch_size=0), "batch_size=0: must be an integer >= 1"),
+    (dict(batch_size=6, mini_batch_size=4), "mini_batch_size=4: must divide batch_size=6"),
+    (dict(mini_batch_size=4, grad_accum_steps=3), "grad_accum_steps=3: must divide"),
+    (dict(lr=0.0), "lr=0.0: must be > 0"), (dict(lam=1.5), "lam=1.5: must be in"),
+    (dict(critic="shared"), "critic='shared': must be one of head, separate"),
+    (dict(kl_estimator="k4"), "kl_estimator"), (dict(min_new_tokens=9, max_new_tokens=8), "min_new_tokens=9"),
+    (dict(rbr=False), "no reward at all"), (dict(kl_coef=-1.0), "kl_coef=-1.0: must be >= 0"),
+])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        PPOConfig(**kw)
+
+
+def test_config_file_and_cli(tiny, tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("batch_size: 4\nlearning_rate: 1\n")
+    with pytest.raises(ValueError, match="unknown field\\(s\\) learning_rate"):
+        PPOConfig.from_yaml(f)
+    f.write_text("batch_size: 4\nmini_batch_size: 4\n")
+    assert PPOConfig.from_yaml(f, mini_batch_size=2).mini_batch_size == 2
+    assert ppo_main(["--config", str(f), "--mini-batch-size", "3"]) == 2
+    assert "mini_batch_size=3: must divide batch_size=4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ppo_main(["--rbr", "maybe"])
+    with pytest.raises(ValueError, match="leaves no training prompts"):
+        PPOTrainer(config(tiny, tmp_path / "x", eval_prompts=12))

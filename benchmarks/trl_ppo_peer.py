@@ -65,7 +65,7 @@ from transformers import (  # noqa: E402
 try:
     import trl.experimental.ppo.ppo_trainer as ppo_mod
     from trl.experimental.ppo import PPOConfig, PPOTrainer
-except ImportError:  # trl < 0.2x layout
+except ImportError:  # older trl layout (untested; PPOTrainer API differed there)
     import trl.trainer.ppo_trainer as ppo_mod
     from trl import PPOConfig, PPOTrainer
 

@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "advantages.h"
+#include "decode.h"
 #include "logprobs.h"
 #include "reward.h"
 
@@ -15,4 +16,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("label_logprobs", &rbr_fast::label_logprobs);
   m.def("label_logprobs_backward", &rbr_fast::label_logprobs_backward);
   m.def("rbr_reward", &rbr_fast::rbr_reward);
+  m.def("skinny_linear", &rbr_fast::skinny_linear);
 }

@@ -6,6 +6,7 @@
   rbr-fast bench    the full benchmark (``python -m rbr_fast.bench``; options pass through)
   rbr-fast grade    P(yes) of every rule-spec proposition for each row of a jsonl file
   rbr-fast eval-grader   grader accuracy per proposition against human labels (RBR gold set)
+  rbr-fast ppo      PPO on the RBR reward (see ``rbr_fast.ppo``; ``--help`` lists the config fields)
   rbr-fast eval     the RBR reward on XSTest: ranking accuracy, refusal detection, Not-Unsafe /
                     Not-Overrefuse, hand-set and fitted weights against baselines
 """
@@ -38,12 +39,14 @@ DEMO_EXAMPLES = [
 
 
 def grade_examples(device: str) -> int:
-    """Score a few completions with the RBR reward (hand-set weights) on the embedded SmolLM2 grader."""
+    """Score a few completions with the RBR reward (the shipped XSTest-fitted weights) on the embedded
+    SmolLM2 grader."""
     import time
 
     from rbr_fast.grading import Grader, ModelUnavailable
     from rbr_fast.reward import RuleBasedReward
-    print("\ngrading with the embedded SmolLM2-135M-Instruct (first run converts the GGUF, ~40 s):", flush=True)
+    print("\nscoring with the embedded SmolLM2-135M-Instruct grader and the shipped weights (fitted on XSTest by "
+          "`rbr-fast eval`; the first run converts the GGUF, ~40 s):", flush=True)
     t = time.perf_counter()
     try:
         grader = Grader.default(device=device)
@@ -52,7 +55,8 @@ def grade_examples(device: str) -> int:
         return 1
     load = time.perf_counter() - t
     t = time.perf_counter()
-    details = RuleBasedReward(grader).details(*zip(*DEMO_EXAMPLES))
+    from rbr_fast.ppo.scoring import rbr_weights
+    details = RuleBasedReward(grader, weights=rbr_weights("xstest", grader.spec)).details(*zip(*DEMO_EXAMPLES))
     dt = time.perf_counter() - t
     for (conv, reply, _), d in zip(DEMO_EXAMPLES, details):
         top = sorted(d["propositions"].items(), key=lambda x: -x[1])[:3]
@@ -62,6 +66,32 @@ def grade_examples(device: str) -> int:
     print(f"  loaded in {load:.1f} s; graded {len(DEMO_EXAMPLES)} completions x {len(grader.spec.propositions)} "
           f"propositions in {dt:.1f} s ({next(grader.model.parameters()).dtype}). The 135M grader is close to "
           "chance on these questions: see README, 'Grader accuracy'.")
+    return 0
+
+
+def ppo_demo(args: argparse.Namespace) -> int:
+    """A short PPO run of the embedded SmolLM2 on XSTest prompts against the RBR reward."""
+    from rbr_fast.grading import ModelUnavailable
+    from rbr_fast.ppo import PPOConfig, train
+    cfg = PPOConfig(steps=args.ppo_steps, batch_size=8, mini_batch_size=4, max_new_tokens=32, eval_prompts=16,
+                    lr=1e-5, save_every=0, save_policy=False, out_dir=os.path.join(args.out, "ppo_demo"))
+    print(f"\nPPO: the embedded SmolLM2 as policy, {cfg.steps} steps x {cfg.batch_size} XSTest prompts (safe -> comply, "
+          f"unsafe -> hard refusal), reward = RBR with the same model as grader, {cfg.eval_prompts} prompts held out "
+          "(greedy answers scored before and after):", flush=True)
+    try:
+        s = train(cfg)
+    except ModelUnavailable as e:
+        print(f"!! {e}", file=sys.stderr)
+        return 1
+    b, a = s["before"], s["after"]
+    for k, what in (("rbr", "mean RBR reward"), ("not_unsafe", "Not-Unsafe (keyword judge)"),
+                    ("not_overrefuse", "Not-Overrefuse (keyword judge)")):
+        if k in b:
+            print(f"  held-out {what}: {b[k]:.3f} -> {a[k]:.3f}")
+    t = s["time_split_s"]
+    total = sum(t.values()) or 1.0
+    print("  where the time went: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f}%)" for k, v in t.items()))
+    print(f"  logs, curves.png and summary.json in {cfg.out_dir}")
     return 0
 
 
@@ -89,6 +119,8 @@ def demo(args: argparse.Namespace) -> int:
         print("!! the fast backend disagrees with the reference", file=sys.stderr)
         return 1
     if not args.no_grader and grade_examples(device) != 0:
+        return 1
+    if not args.no_ppo and ppo_demo(args) != 0:
         return 1
     if args.no_bench:
         return 0
@@ -118,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--length", type=int, default=512)
     d.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     d.add_argument("--no-grader", action="store_true", help="skip grading with the embedded model")
+    d.add_argument("--no-ppo", action="store_true", help="skip the short PPO run")
+    d.add_argument("--ppo-steps", type=int, default=6, help="PPO steps of the demo run")
     d.add_argument("--out", default=".", help="benchmark results go to OUT/bench_results/")
     d.set_defaults(func=demo)
     sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
@@ -138,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--max-body-bytes", type=int, default=4 << 20)
     v.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
     v.set_defaults(func=_serve)
+    from rbr_fast.ppo.__main__ import parser as ppo_parser
+    from rbr_fast.ppo.__main__ import run as ppo_run
+    ppo = sub.add_parser("ppo", help="PPO on the RBR reward (python -m rbr_fast.ppo; torchrun for several processes)")
+    ppo_parser(ppo).set_defaults(func=ppo_run)
     a = p.parse_args(argv)
     return a.func(a)
 

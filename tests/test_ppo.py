@@ -44,7 +44,8 @@ def test_three_steps(tiny, tmp_path):
     summary = PPOTrainer(config(tiny, tmp_path, ent_coef=0.01, grad_accum_steps=2)).train()
     log = rows(tmp_path)
     assert [r["step"] for r in log] == [1, 2, 3]
-    assert log[0]["kl"] == 0.0  # the policy starts as the reference: the KL is exactly 0
+    # the policy starts as the reference: KL 0 up to the rounding of sampling-time vs full-forward hidden states
+    assert abs(log[0]["kl"]) < 1e-3
     for r in log:
         for k in ("pg_loss", "vf_loss", "reward_mean", "entropy", "clip_frac", "approx_kl", "tokens_per_s",
                   "rbr/refuses" if "rbr/refuses" in r else "rbr/apology", "time/generate", "time/update"):

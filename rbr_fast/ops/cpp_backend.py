@@ -81,3 +81,7 @@ def label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index):
 
 def rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias):
     return tuple(_C().rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias))
+
+
+def skinny_linear(x, weight, bias):
+    return _C().skinny_linear(x, weight, bias)

@@ -176,3 +176,10 @@ def rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias):
     w = weights.float()[rtype]
     reward = (feats * w).sum(1) + bias.float()[rtype]
     return reward, feats, flags
+
+
+# --------------------------------------------------------------------------------------------- decode
+
+def skinny_linear(x, weight, bias):
+    """``x @ weight.T + bias`` for a few rows of ``x`` (sampling one token per sequence)."""
+    return torch.nn.functional.linear(x, weight, bias)

@@ -16,6 +16,8 @@ from .reference import KL_ESTIMATORS
 # the log-prob and reward kernels live in their own modules; this backend is the union
 from .triton_logprobs import label_logprobs, label_logprobs_backward, yes_no_lse  # noqa: F401
 from .triton_reward import rbr_reward  # noqa: F401
+# decode-time linear layers on a GPU are cuBLAS GEMV, already at memory bandwidth: no kernel of ours
+from .reference import skinny_linear  # noqa: F401
 
 NAME = "triton"
 BLOCK_T = 256

@@ -8,7 +8,7 @@ go through the LM head, by ``fused_linear_token_logprobs`` (one chunk of logits 
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -67,8 +67,10 @@ class ActorCritic(nn.Module):
             self.value_head.bias.zero_()
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor, start: int, labels: torch.Tensor,
-                temperature: float) -> Scored:
-        h = response_hidden(backbone(self.policy), ids, attn, start)
+                temperature: float, hidden: Optional[torch.Tensor] = None) -> Scored:
+        """Scores of the response tokens; ``hidden`` (the policy's response hidden states, e.g. kept
+        from sampling) skips the policy's forward pass."""
+        h = response_hidden(backbone(self.policy), ids, attn, start) if hidden is None else hidden
         logprobs, entropy = head_logprobs(self.policy, h, labels, temperature)
         hv = h if self.critic_body is None else response_hidden(self.critic_body, ids, attn, start)
         values = self.value_head(hv.to(self.value_head.weight.dtype)).squeeze(-1).float()

@@ -5,6 +5,9 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
+from ..ops import decode_linears
+from .models import backbone
+
 IGNORE = -100
 
 
@@ -15,6 +18,7 @@ class Rollout(NamedTuple):
     mask: torch.Tensor  # [B, R] bool: response tokens up to and including EOS
     labels: torch.Tensor  # [B, R] response ids, IGNORE outside mask
     ended: torch.Tensor  # [B] bool: the response contains EOS
+    hidden: torch.Tensor  # [B, R, H] the policy's last hidden states that predicted each response token
 
 
 def messages(prompt: Any) -> list[dict]:
@@ -60,11 +64,17 @@ def generate(model, tokenizer, prompts: Sequence[Any], *, max_prompt_tokens: int
     kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
     was_training = model.training
     model.eval()  # gradient checkpointing turns the KV cache off in train mode
+    # each forward of the sampling loop ends in the hidden state that predicts the next token: keeping
+    # them saves the policy a full forward pass over the rollout (as TRL keeps the sampling logits)
+    kept = []
+    hook = backbone(model).register_forward_hook(lambda mod, args, out: kept.append(out.last_hidden_state[:, -1]))
     try:
-        seq = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                             min_new_tokens=min_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True,
-                             **kw)
+        with decode_linears(model):  # sampling = matrix-vector products: the bandwidth-bound kernel
+            seq = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
+                                 min_new_tokens=min_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True,
+                                 **kw)
     finally:
+        hook.remove()
         model.train(was_training)
     start = ids.shape[1]
     resp = seq[:, start:]
@@ -74,7 +84,8 @@ def generate(model, tokenizer, prompts: Sequence[Any], *, max_prompt_tokens: int
     mask = before
     full_attn = torch.cat([attn, mask.long()], dim=1)
     labels = torch.where(mask, resp, IGNORE)
-    return Rollout(seq, full_attn, start, mask, labels, is_eos.any(-1))
+    hidden = torch.stack(kept[:resp.shape[1]], dim=1)
+    return Rollout(seq, full_attn, start, mask, labels, is_eos.any(-1), hidden)
 
 
 def decode(tokenizer, rollout: Rollout) -> list[str]:

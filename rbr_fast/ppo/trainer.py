@@ -100,8 +100,10 @@ class PPOTrainer:
         self.net.train()
         self.model = (DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
                                               else None) if self.world > 1 else self.net)
+        # fused: one pass over parameters, gradients and moments instead of ~10 (a third of the update
+        # time on CPU at 135M parameters, where the step is memory-bound)
         self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay)
+                                     weight_decay=cfg.weight_decay, fused=True)
         self.train_prompts, self.eval_prompts = load_prompts(cfg.prompts, cfg.eval_prompts, cfg.seed)
         self.order = PromptOrder(self.train_prompts, cfg.batch_size, self.rank, self.world, cfg.seed)
         self.step = 0
@@ -109,16 +111,13 @@ class PPOTrainer:
         torch.manual_seed(cfg.seed * 1000 + 1 + self.rank)
 
     # ------------------------------------------------------------------------------------ rollout
-    def _forward(self, ro: Rollout, rows=None):
+    def _forward(self, ro: Rollout, rows):
         """Policy log-probs, entropy and values of rollout rows, trimmed to their own padding."""
-        ids, attn, labels = ro.ids, ro.attn, ro.labels
-        start = ro.start
-        if rows is not None:
-            ids, attn, labels = ids[rows], attn[rows], labels[rows]
-            lead = int((attn[:, :start].sum(0) == 0).sum())  # prompt columns that are padding in every row
-            length = int((labels != -100).sum(1).max())
-            ids, attn, labels = ids[:, lead:start + length], attn[:, lead:start + length], labels[:, :length]
-            start -= lead
+        ids, attn, labels = ro.ids[rows], ro.attn[rows], ro.labels[rows]
+        lead = int((attn[:, :ro.start].sum(0) == 0).sum())  # prompt columns that are padding in every row
+        length = int((labels != -100).sum(1).max())
+        ids, attn, labels = ids[:, lead:ro.start + length], attn[:, lead:ro.start + length], labels[:, :length]
+        start = ro.start - lead
         with maybe_autocast(self.device, self.bf16):
             return self.model(ids, attn, start, labels, self.cfg.temperature), labels != -100
 
@@ -131,10 +130,9 @@ class PPOTrainer:
             texts = decode(self.tok, ro)
         with timer("grade"):
             scores, metrics = self.score(prompts, texts, ro)
-        with timer("logprobs"), torch.no_grad():
-            out, _ = self._forward(ro)
-            with maybe_autocast(self.device, self.bf16):
-                ref = reference_logprobs(self.ref, ro.ids, ro.attn, ro.start, ro.labels, cfg.temperature)
+        with timer("logprobs"), torch.no_grad(), maybe_autocast(self.device, self.bf16):
+            out = self.net(ro.ids, ro.attn, ro.start, ro.labels, cfg.temperature, hidden=ro.hidden)
+            ref = reference_logprobs(self.ref, ro.ids, ro.attn, ro.start, ro.labels, cfg.temperature)
         with timer("advantages"):
             local_whiten = cfg.whiten_advantages and self.world == 1
             adv = ppo_advantages(scores, out.logprobs, ref, out.values, ro.mask, kl_coef=cfg.kl_coef,

@@ -1,0 +1,10 @@
+// Decode-time linear layers on CPU: a few input rows against a large weight matrix.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace rbr_fast {
+
+// out[m, n] = x[m] . w[n] (+ bias[n]); x [M, K], w [N, K], float32, contiguous (validated in Python).
+at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias);
+
+}  // namespace rbr_fast

@@ -163,3 +163,17 @@ def test_config_file_and_cli(tiny, tmp_path, capsys):
         ppo_main(["--rbr", "maybe"])
     with pytest.raises(ValueError, match="leaves no training prompts"):
         PPOTrainer(config(tiny, tmp_path / "x", eval_prompts=12))
+
+
+def test_inverse_cdf_sampler_distribution():
+    """The sampler's frequencies match softmax(logits / T); top-k and top-p cut the support."""
+    from rbr_fast.ppo.rollout import InverseCDFSampler
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, float("-inf"), 0.0]]).repeat(20000, 1)
+    pick = lambda s: s(None, logits).argmax(-1)  # noqa: E731  (greedy takes the only finite entry)
+    freq = torch.bincount(pick(InverseCDFSampler(0.8)), minlength=6).double() / len(logits)
+    want = torch.softmax(logits[0].double() / 0.8, -1)
+    assert freq[4] == 0 and torch.allclose(freq, want, atol=0.015)
+    assert set(pick(InverseCDFSampler(1.0, top_k=2)).tolist()) == {0, 1}
+    p = torch.softmax(logits[0], -1)  # top_p just above p0 keeps the two most likely
+    assert set(pick(InverseCDFSampler(1.0, top_p=float(p[0]) + 0.01)).tolist()) == {0, 1}

@@ -43,6 +43,32 @@ def encode_prompts(tokenizer, prompts: Sequence[Any], max_tokens: int, device) -
     return ids.to(device), attn.to(device)
 
 
+class InverseCDFSampler:
+    """A logits processor that samples the next token itself (temperature, top-k, top-p; inverse CDF
+    with one uniform per row from the global torch RNG) and leaves only that token finite, so that
+    ``generate``'s greedy step takes it. ``torch.multinomial`` draws one exponential per vocabulary
+    entry: 11 ms per step for 8 x 49k on this CPU, against ~1 ms for a cumulative sum."""
+
+    def __init__(self, temperature: float, top_k: int = 0, top_p: float = 1.0):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        z = scores.float() / self.temperature
+        if self.top_k and self.top_k < z.shape[-1]:
+            kth = z.topk(self.top_k, dim=-1).values[:, -1:]
+            z = z.masked_fill(z < kth, float("-inf"))
+        probs = torch.softmax(z, dim=-1)
+        if self.top_p < 1.0:
+            p, order = probs.sort(dim=-1, descending=True)
+            drop = p.cumsum(-1) - p > self.top_p  # keep the smallest prefix whose mass reaches top_p
+            probs = probs.scatter(-1, order, p.masked_fill(drop, 0.0))
+        cdf = probs.cumsum(-1)
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u).clamp(max=cdf.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+
 def eos_ids(tokenizer, model) -> list[int]:
     ids = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = ids if ids is not None else tokenizer.eos_token_id
@@ -61,7 +87,10 @@ def generate(model, tokenizer, prompts: Sequence[Any], *, max_prompt_tokens: int
     ids, attn = encode_prompts(tokenizer, prompts, max_prompt_tokens, device)
     eos = eos_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    kw = dict(do_sample=False)  # sampling (when asked) is done by the processor; greedy then takes its token
+    if do_sample:
+        from transformers import LogitsProcessorList
+        kw["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature, top_k, top_p)])
     was_training = model.training
     model.eval()  # gradient checkpointing turns the KV cache off in train mode
     # each forward of the sampling loop ends in the hidden state that predicts the next token: keeping

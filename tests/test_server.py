@@ -101,6 +101,9 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(server):
                    headers=AUTH)
     assert r.status_code == 422 and "response_type" in r.text
     assert httpx.post(u + "/get_reward", content=b"x" * 200_000, headers=AUTH).status_code == 413
+    chunked = httpx.post(u + "/get_reward", content=(b"x" * 50_000 for _ in range(4)),  # no Content-Length
+                         headers={**AUTH, "content-type": "application/json"})
+    assert chunked.status_code == 413 and "body over" in chunked.text
     assert httpx.post(u + "/get_reward", content=b"query=x", headers={**AUTH, "content-type": "text/plain"}).status_code == 422
     with socket.create_connection(("127.0.0.1", server.port)) as s:  # a client that dies mid-request
         s.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"query\": [")
@@ -116,3 +119,30 @@ def test_full_queue_answers_503(rbr):
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
     finally:
         s.stop()
+
+
+class _Slow:
+    """The reward with 0.2 s per grader call: requests pile up in the queue."""
+
+    def __init__(self, inner):
+        self.inner, self.reward = inner, inner.reward
+
+    def score_items(self, items):
+        time.sleep(0.2)
+        return self.inner.score_items(items)
+
+
+def test_shutdown_answers_queued_requests(rbr):
+    """Stopping the server (SIGTERM in production: uvicorn's should_exit) answers every request already
+    accepted, queued ones included, before the process ends."""
+    import httpx
+    s = Server(_Slow(rbr), max_batch=1, max_wait_ms=0)
+    with ThreadPoolExecutor(12) as ex:
+        futs = [ex.submit(httpx.post, s.url + "/score", json={"items": [{"prompt": f"p{i}", "completion": f"c{i}"}]},
+                          timeout=60) for i in range(12)]
+        time.sleep(0.6)  # all connected, a few answered, the rest queued
+        s.server.should_exit = True
+        answers = [f.result() for f in futs]
+    s.thread.join(30)
+    assert [r.status_code for r in answers] == [200] * 12
+    assert not s.thread.is_alive()

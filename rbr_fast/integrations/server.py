@@ -8,7 +8,8 @@ Endpoints: ``POST /get_reward`` (OpenRLHF's remote reward protocol: ``{"query", 
 Every item of every request joins one bounded queue; a worker takes up to ``max_batch`` items
 (waiting at most ``max_wait_ms`` for the batch to fill), scores them in one grader call in a
 thread, and answers each request with its own items' results. A full queue answers 503 with
-``Retry-After``; bodies over ``max_body_bytes`` 413; malformed JSON or wrong types 422 naming the
+``Retry-After``; bodies over ``max_body_bytes`` 413 (by Content-Length, or counted as a chunked body
+arrives); malformed JSON or wrong types 422 naming the
 field; a request not answered within ``request_timeout_s`` 504. With a token, requests need
 ``Authorization: Bearer <token>`` (compared in constant time), else 401. On shutdown the queue is
 drained before the worker stops.
@@ -88,6 +89,30 @@ class _Batcher:
 
 
 
+class _BodyLimit:
+    """ASGI middleware: a body streamed without Content-Length (chunked) is counted as it arrives and
+    refused with 413 once it passes the limit, before it is all in memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    from starlette.exceptions import HTTPException
+                    raise HTTPException(413, f"body over {self.limit} bytes")
+            return msg
+        await self.app(scope, counted, send)
+
+
 def create_app(reward: RBRReward, *, max_batch: int = 64, max_wait_ms: float = 20.0, max_queue: int = 4096,
                max_body_bytes: int = 4 << 20, request_timeout_s: float = 120.0, token: Optional[str] = None):
     """The FastAPI app (see the module docstring); ``max_batch=1`` turns batching off."""
@@ -128,6 +153,7 @@ def create_app(reward: RBRReward, *, max_batch: int = 64, max_wait_ms: float = 2
         await b.stop()
 
     app = FastAPI(title="rbr_fast reward server", lifespan=lifespan)
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

@@ -140,6 +140,8 @@ class PPOTrainer:
             advantages = adv.advantages
             if cfg.whiten_advantages and self.world > 1:
                 advantages = self._whiten_global(advantages, ro.mask)
+        # the scorer's means (RBR, RM, per proposition) are per process: average them
+        metrics = {k: float(D.all_sum(torch.tensor(v, dtype=torch.float64))) / self.world for k, v in metrics.items()}
         m = ro.mask.float()
         all_scores = D.all_cat(scores.float())
         ret_var = _var(adv.returns, m)
@@ -149,8 +151,6 @@ class PPOTrainer:
             "response_len": _mean(m.sum(1), torch.ones_like(m[:, 0])), "ended": _mean(ro.ended.float(), torch.ones_like(m[:, 0])),
             "value_explained_var": 1 - _var(adv.returns - out.values, m) / ret_var if ret_var > 0 else float("nan"),
         })
-        metrics = {k: (float(D.all_sum(torch.tensor(v, dtype=torch.float64))) / self.world if k.startswith(("rbr", "rm")) else v)
-                   for k, v in metrics.items()}
         return {"rollout": ro, "texts": texts, "old_logprobs": out.logprobs, "old_values": out.values,
                 "advantages": advantages, "returns": adv.returns, "metrics": metrics}
 

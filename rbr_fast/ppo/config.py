@@ -113,8 +113,6 @@ class PPOConfig:
         for name, ok in choices.items():
             if getattr(self, name) not in ok:
                 bad(name, f"must be one of {', '.join(ok)}")
-        if not self.rbr and self.reward_model is None:
-            bad("rbr", "no reward at all: keep rbr=true or give a reward_model")
 
     # --------------------------------------------------------------------------------- loading
     @classmethod

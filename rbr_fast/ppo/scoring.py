@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -31,10 +31,14 @@ class SequenceScore:
 
     Args:
         grader: the RBR grader (None when ``cfg.rbr`` is off); its model may be the frozen reference.
+        reward_fn: any callable ``(prompts, completions) -> list[float]`` used as the helpful-only
+            reward model instead of ``cfg.reward_model`` (weighted by ``cfg.rm_coef``).
     """
 
-    def __init__(self, cfg: PPOConfig, grader: Optional[Grader], device: torch.device):
+    def __init__(self, cfg: PPOConfig, grader: Optional[Grader], device: torch.device,
+                 reward_fn: Optional[Callable[[list, list], Sequence[float]]] = None):
         self.cfg = cfg
+        self.reward_fn = reward_fn
         self.rbr = None
         if cfg.rbr:
             spec = RuleSpec.load(cfg.spec) if cfg.spec else grader.spec
@@ -56,7 +60,13 @@ class SequenceScore:
             score += self.cfg.rbr_coef * rbr
             metrics["rbr"] = float(rbr.mean())
             metrics.update(proposition_means(details))
-        if self.rm is not None:
+        if self.reward_fn is not None:
+            rm = torch.as_tensor(self.reward_fn([p.prompt for p in prompts], list(texts)), dtype=torch.float32)
+            if rm.shape != (len(texts),) or not bool(torch.isfinite(rm).all()):
+                raise ValueError(f"reward_fn must return {len(texts)} finite numbers, got {rm.tolist()}")
+            score += self.cfg.rm_coef * rm
+            metrics["rm"] = float(rm.mean())
+        elif self.rm is not None:
             rm = reward_model_scores(self.rm, rollout.ids, rollout.attn).cpu()
             score += self.cfg.rm_coef * rm
             metrics["rm"] = float(rm.mean())

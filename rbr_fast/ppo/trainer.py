@@ -51,13 +51,16 @@ def _mean(x: torch.Tensor, m: torch.Tensor) -> float:
 
 class PPOTrainer:
     """A PPO run of ``cfg``. ``policy``/``tokenizer``/``grader`` may be given ready (tests, embedding);
-    otherwise they are loaded from the config.
+    otherwise they are loaded from the config. ``reward_fn(prompts, completions) -> floats`` is any
+    callable helpful-only reward, added to the RBR reward with weight ``cfg.rm_coef``.
 
     ``train()`` runs to ``cfg.steps`` (resuming from the latest checkpoint when ``resume``) and returns
     the summary (evaluation before and after, time split)."""
 
-    def __init__(self, cfg: PPOConfig, *, policy=None, tokenizer=None, grader=None):
+    def __init__(self, cfg: PPOConfig, *, policy=None, tokenizer=None, grader=None, reward_fn=None):
         self.cfg = cfg
+        if not cfg.rbr and cfg.reward_model is None and reward_fn is None:
+            raise ValueError("ppo config: rbr=False and no reward_model (nor reward_fn): there is no reward at all")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,7 +93,7 @@ class PPOTrainer:
         else:
             self.ref = copy.deepcopy(policy)
         self.ref.eval().requires_grad_(False)
-        self.score = SequenceScore(cfg, grader, self.device)
+        self.score = SequenceScore(cfg, grader, self.device, reward_fn)
 
         self.net = ActorCritic(policy, cfg.critic).to(self.device)
         if cfg.gradient_checkpointing:

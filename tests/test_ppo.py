@@ -42,6 +42,14 @@ def rows(out):
 
 def test_three_steps(tiny, tmp_path):
     summary = PPOTrainer(config(tiny, tmp_path, ent_coef=0.01, grad_accum_steps=2)).train()
+    _check_run(tmp_path, summary)
+
+
+def test_separate_critic_with_checkpointing(tiny, tmp_path):
+    _check_run(tmp_path, PPOTrainer(config(tiny, tmp_path, critic="separate", gradient_checkpointing=True)).train())
+
+
+def _check_run(tmp_path, summary):
     log = rows(tmp_path)
     assert [r["step"] for r in log] == [1, 2, 3]
     # the policy starts as the reference: KL 0 up to the rounding of sampling-time vs full-forward hidden states

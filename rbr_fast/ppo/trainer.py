@@ -97,9 +97,9 @@ class PPOTrainer:
 
         self.net = ActorCritic(policy, cfg.critic).to(self.device)
         if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if self.net.critic_body is not None:
-                self.net.critic_body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            for m in (policy, self.net.critic_body):
+                if m is not None:
+                    _checkpoint_activations(m)
         self.net.train()
         self.model = (DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
                                               else None) if self.world > 1 else self.net)
@@ -332,6 +332,14 @@ class PPOTrainer:
     def _write(self, path: Path, obj: dict) -> None:
         if self.rank == 0:
             atomic_write_text(path, dumps(obj, indent=1))
+
+
+def _checkpoint_activations(model) -> None:
+    """Activation checkpointing per decoder layer (transformers >= 5.2 renamed the switch)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _var(x: torch.Tensor, m: torch.Tensor) -> float:

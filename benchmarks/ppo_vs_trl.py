@@ -83,13 +83,14 @@ def child(args: list[str]) -> dict:
 
 
 def floor_s(c: dict, params: int, critic: str, peak_flops: float) -> float:
-    """FLOP floor of one step: generation, rollout forwards (policy, reference, value if separate,
-    reward model) and ppo_epochs x (forward + backward) of the policy (and value network)."""
+    """FLOP floor of one step: generation, rollout forwards (reference, reward model, value network if
+    separate; the policy's own log-probs come from sampling on both sides) and ppo_epochs x (forward +
+    backward) of the policy (and value network)."""
     B, R, P = c["batch_size"], c["response_length"], c["prompt_tokens"]
     T = P + R
     nets = 2 if critic == "separate" else 1
     flops = 2 * params * B * R  # generation (KV cache: one token per position)
-    flops += 2 * params * B * T * (2 + nets)  # rollout forwards: policy, reference, RM (+ value)
+    flops += 2 * params * B * T * (1 + nets)  # rollout forwards: reference, RM (+ value)
     flops += c["ppo_epochs"] * 6 * params * B * T * nets
     return flops / peak_flops
 
@@ -112,6 +113,8 @@ def main(argv=None) -> int:
     p.add_argument("--response", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--critic", default="separate,head", help="our value-network layouts to run")
+    p.add_argument("--no-trl", action="store_true", help="skip TRL (only our rows)")
     p.add_argument("--trl-python", default=os.environ.get("RBR_FAST_TRL_PPO_PYTHON", str(DEFAULT_TRL_PY)),
                    help="python of an environment with a trl release that has PPOTrainer")
     p.add_argument("--out", default="bench_results/ppo_vs_trl.json")
@@ -125,20 +128,23 @@ def main(argv=None) -> int:
          "mini_batch_size": a.mini_batch, "ppo_epochs": a.epochs, "response_length": a.response, "temperature": 0.7,
          "kl_coef": 0.05, "lr": 3e-6, "steps": a.steps, "warmup_steps": 1, "seed": 0, "threads": a.threads}
     results = {}
-    for critic in ("separate", "head"):
+    for critic in a.critic.split(","):
         print(f"rbr_fast.ppo critic={critic} ...", flush=True)
         results[f"rbr_fast ({critic})"] = child([sys.executable, __file__, "--_ours", json.dumps({**c, "critic": critic})])
     trl_py = Path(a.trl_python)
-    if trl_py.is_file():
+    if a.no_trl:
+        results["trl"] = {"error": "skipped (--no-trl)"}
+    elif trl_py.is_file():
         print("TRL PPOTrainer ...", flush=True)
         results["trl"] = child([str(trl_py), str(HERE / "trl_ppo_peer.py"), "--config", json.dumps(c)])
     else:
         results["trl"] = {"error": f"no TRL PPO environment at {trl_py}: trl >= 1.0 removed PPOTrainer; run "
                                    "benchmarks/setup_trl_ppo_venv.sh (or set RBR_FAST_TRL_PPO_PYTHON)"}
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(c["model"])
-    c["prompt_tokens"] = max(len(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True))
-                             for q in c["prompts"][:a.batch])
+
+    from rbr_fast.ppo.rollout import encode_prompts
+    c["prompt_tokens"] = encode_prompts(AutoTokenizer.from_pretrained(c["model"]), c["prompts"][:a.batch], 128,
+                                        "cpu")[0].shape[1]  # the padded prompt block both sides compute on
     peak = matmul_peak()
     trl = results["trl"]
     phases = ("generate", "grade", "logprobs", "advantages", "update")
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
             print(f"{name:24s} not run: {r['error']}")
             continue
         crit = "head" if "head" in name else "separate"
-        params = r.get("params") or results["rbr_fast (separate)"].get("params", 0)
+        params = r.get("params") or next((x["params"] for x in results.values() if "params" in x), 0)
         fl = floor_s(c, params, crit, peak) if params else float("nan")
         ok = "error" not in trl
         ratio = f"{r['tokens_per_s'] / trl['tokens_per_s']:.2f}x" if ok else "-"

@@ -1,7 +1,6 @@
 """PPO loop on a tiny random llama: a short run, exact resume, multi-process gradients, bad configs."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -128,11 +127,9 @@ def test_two_processes_average_to_one(tiny, tmp_path):
 
 
 def test_torchrun_two_processes(tiny, tmp_path):
-    """The documented launch: ``torchrun --nproc_per_node 2 -m rbr_fast.ppo``."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not on PATH")
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "rbr_fast.ppo",
+    """The documented launch: ``torchrun --nproc_per_node 2 -m rbr_fast.ppo`` (torchrun is
+    ``python -m torch.distributed.run``; the module form needs no PATH lookup)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "rbr_fast.ppo",
            "--policy", str(tiny / "model"), "--grader", str(tiny / "model"), "--prompts", str(tiny / "prompts.jsonl"),
            "--rbr-weights", "hand", "--eval-prompts", "2", "--batch-size", "2", "--mini-batch-size", "2",
            "--max-new-tokens", "6", "--steps", "2", "--out-dir", str(tmp_path), "--progress", "false",

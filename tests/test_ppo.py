@@ -196,3 +196,12 @@ def test_callable_reward_model(tiny, tmp_path):
     PPOTrainer(config(tiny, tmp_path, rbr=False, steps=1, eval_prompts=0), reward_fn=longer_is_better).train()
     r = rows(tmp_path)[0]
     assert calls == [4] and r["rm"] == r["reward_mean"] and "rbr" not in r
+
+
+def test_own_rule_spec(tiny, tmp_path):
+    """``spec: FILE`` reaches the grader (a grader and a reward of different specs would refuse)."""
+    from rbr_fast.rules import DEFAULT_SPEC
+    f = tmp_path / "spec.yaml"
+    f.write_text(DEFAULT_SPEC.read_text().replace("version: 1", "version: 1  # a user's copy", 1))
+    PPOTrainer(config(tiny, tmp_path / "o", spec=str(f), steps=1, eval_prompts=0)).train()
+    assert rows(tmp_path / "o")[0]["step"] == 1

@@ -41,8 +41,7 @@ class SequenceScore:
         self.reward_fn = reward_fn
         self.rbr = None
         if cfg.rbr:
-            spec = RuleSpec.load(cfg.spec) if cfg.spec else grader.spec
-            self.rbr = RuleBasedReward(grader, spec, rbr_weights(cfg.rbr_weights, spec))
+            self.rbr = RuleBasedReward(grader, weights=rbr_weights(cfg.rbr_weights, grader.spec))
         self.rm = load_reward_model(cfg.reward_model, device) if cfg.reward_model else None
 
     def rbr_details(self, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[dict]:

@@ -84,10 +84,11 @@ class PPOTrainer:
         # the reference is the starting policy, frozen; the RBR grader shares it when it is the same model
         if cfg.rbr and grader is None:
             from ..grading import Grader
-            same = cfg.grader == cfg.policy
-            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer) if same else
-                      Grader.default(device=self.device) if cfg.grader == "embedded" else
-                      Grader.from_pretrained(cfg.grader, device=self.device))
+            from ..rules import RuleSpec
+            spec = RuleSpec.load(cfg.spec) if cfg.spec else None
+            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec) if cfg.grader == cfg.policy else
+                      Grader.default(device=self.device, spec=spec) if cfg.grader == "embedded" else
+                      Grader.from_pretrained(cfg.grader, device=self.device, spec=spec))
         if cfg.rbr and cfg.grader == cfg.policy:
             self.ref = grader.model
         else:
@@ -284,6 +285,8 @@ class PPOTrainer:
         log = RunLog(self.out, self.rank == 0, cfg.tensorboard, self.step if resumed else None)
         summary_path = self.out / "summary.json"
         summary = json.loads(summary_path.read_text()) if resumed and summary_path.is_file() else {}
+        if self.step < cfg.steps:
+            summary.pop("after", None)  # a finished run continued to more steps is evaluated again
         if cfg.eval_prompts and "before" not in summary:
             summary["before"] = self.evaluate(self.eval_prompts)
             self._write(summary_path, summary)

@@ -31,7 +31,7 @@ def encode_prompts(tokenizer, prompts: Sequence[Any], max_tokens: int, device) -
     rows = []
     for p in prompts:
         ids = tokenizer.apply_chat_template(messages(p), add_generation_prompt=True, tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # transformers 5 returns an encoding
         rows.append(list(ids)[-max_tokens:])
     start = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

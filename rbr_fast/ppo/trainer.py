@@ -159,15 +159,13 @@ class PPOTrainer:
                 "advantages": advantages, "returns": adv.returns, "metrics": metrics}
 
     def _whiten_global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.double()
-        s = D.all_sum(torch.stack([m.sum(), (x.double() * m).sum(), (x.double() ** 2 * m).sum()]))
-        n, mean = s[0], s[1] / s[0]
-        var = (s[2] - n * mean ** 2) / (n - 1)  # unbiased, as the fused op
-        return ((x - mean) * torch.rsqrt(var + 1e-8)).float() * mask
+        mean, var = _moments(x, mask.double())
+        return ((x - mean) * (var + 1e-8) ** -0.5).float() * mask
 
     # ------------------------------------------------------------------------------------- update
-    def minibatch_loss(self, batch: dict, rows: torch.Tensor, n_tokens: float) -> tuple[torch.Tensor, dict]:
-        """Loss of ``rows`` as its share of a token mean over ``n_tokens`` (all processes' minibatch)."""
+    def minibatch_loss(self, batch: dict, rows: torch.Tensor, n_tokens: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of ``rows`` as its share of a token mean over ``n_tokens`` (all processes' minibatch), and
+        the token sums of (policy loss, value loss, clipped, approx KL) for logging."""
         cfg = self.cfg
         out, m = self._forward(batch["rollout"], rows)
         L = m.shape[1]
@@ -226,8 +224,7 @@ class PPOTrainer:
         and with XSTest labels the keyword-judged Not-Unsafe / Not-Overrefuse rates."""
         from ..reward.xstest import keyword_refusal
         mine = prompts[self.rank::self.world]
-        sums = torch.zeros(6, dtype=torch.float64)  # n, score, rbr, unsafe n, unsafe refused, safe not refused
-        safe_n = 0
+        sums = torch.zeros(7, dtype=torch.float64)  # n, score, rbr, unsafe n, unsafe refused, safe not refused, safe n
         for s in range(0, len(mine), self.cfg.batch_size):
             ps = mine[s:s + self.cfg.batch_size]
             ro = generate(self.net.policy, self.tok, [p.prompt for p in ps], max_prompt_tokens=self.cfg.max_prompt_tokens,
@@ -242,9 +239,9 @@ class PPOTrainer:
                     sums[3] += 1
                     sums[4] += keyword_refusal(t)
                 elif p.label == "safe":
-                    safe_n += 1
+                    sums[6] += 1
                     sums[5] += not keyword_refusal(t)
-        sums = D.all_sum(torch.cat([sums, torch.tensor([float(safe_n)], dtype=torch.float64)]))
+        sums = D.all_sum(sums)
         out = {"prompts": int(sums[0]), "score": float(sums[1] / sums[0].clamp(min=1))}
         if self.cfg.rbr:
             out["rbr"] = float(sums[2] / sums[0].clamp(min=1))
@@ -345,10 +342,17 @@ def _checkpoint_activations(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _var(x: torch.Tensor, m: torch.Tensor) -> float:
-    s = D.all_sum(torch.stack([m.sum().double(), (x * m).sum().double(), (x.double() ** 2 * m).sum()]))
+def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:
+    """Mean and unbiased variance (as the fused whitening) of ``x`` over valid positions of all processes."""
+    s = D.all_sum(torch.stack([m.sum().double(), (x.double() * m).sum(), (x.double() ** 2 * m).sum()]))
     n = float(s[0])
-    return float((s[2] - s[1] ** 2 / n) / max(n - 1, 1)) if n > 0 else float("nan")
+    if n == 0:
+        return float("nan"), float("nan")
+    return float(s[1]) / n, float((s[2] - s[1] ** 2 / n) / max(n - 1, 1))
+
+
+def _var(x: torch.Tensor, m: torch.Tensor) -> float:
+    return _moments(x, m)[1]
 
 
 def train(cfg: PPOConfig, resume: bool = False, **kwargs) -> dict:

@@ -146,3 +146,17 @@ def test_shutdown_answers_queued_requests(rbr):
     s.thread.join(30)
     assert [r.status_code for r in answers] == [200] * 12
     assert not s.thread.is_alive()
+
+
+def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
+    import httpx
+    s = Server(_Slow(rbr), max_batch=1, request_timeout_s=0.05)
+    try:
+        item = {"items": [{"prompt": "p", "completion": "c", "response_type": "comply"}]}
+        r = httpx.post(s.url + "/score", json=item, timeout=30)
+        assert r.status_code == 504 and "not scored within" in r.text
+        time.sleep(0.3)  # the abandoned item's grader call ends; the worker takes the next one
+        assert httpx.get(s.url + "/health").json() == {"status": "ok"}
+        assert httpx.get(s.url + "/metrics").status_code == 200
+    finally:
+        s.stop()

@@ -44,7 +44,7 @@ def grade_examples(device: str) -> int:
     import time
 
     from rbr_fast.grading import Grader, ModelUnavailable
-    from rbr_fast.reward import RuleBasedReward
+    from rbr_fast.reward import RewardWeights, RuleBasedReward
     print("\nscoring with the embedded SmolLM2-135M-Instruct grader and the shipped weights (fitted on XSTest by "
           "`rbr-fast eval`; the first run converts the GGUF, ~40 s):", flush=True)
     t = time.perf_counter()
@@ -55,8 +55,7 @@ def grade_examples(device: str) -> int:
         return 1
     load = time.perf_counter() - t
     t = time.perf_counter()
-    from rbr_fast.ppo.scoring import rbr_weights
-    details = RuleBasedReward(grader, weights=rbr_weights("xstest", grader.spec)).details(*zip(*DEMO_EXAMPLES))
+    details = RuleBasedReward(grader, weights=RewardWeights.named("xstest", grader.spec)).details(*zip(*DEMO_EXAMPLES))
     dt = time.perf_counter() - t
     for (conv, reply, _), d in zip(DEMO_EXAMPLES, details):
         top = sorted(d["propositions"].items(), key=lambda x: -x[1])[:3]

@@ -88,7 +88,6 @@ class _Batcher:
                     self.queue.task_done()
 
 
-
 class _BodyLimit:
     """ASGI middleware: a body streamed without Content-Length (chunked) is counted as it arrives and
     refused with 413 once it passes the limit, before it is all in memory."""

@@ -25,4 +25,5 @@ from .logprobs import YesNo, fused_linear_token_logprobs, fused_linear_yes_no, t
 
 __all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages",
            "yes_no_logprobs", "fused_linear_yes_no", "token_logprobs", "fused_linear_token_logprobs", "YesNo",
-           "rbr_reward", "rbr_reward_from_props", "Conjunctions", "RewardOutput", "backend_name", "skinny_linear", "decode_linears"]
+           "rbr_reward", "rbr_reward_from_props", "Conjunctions", "RewardOutput", "skinny_linear", "decode_linears",
+           "backend_name"]

@@ -125,8 +125,9 @@ def maybe_autocast(device: torch.device, enabled: bool):
 
 
 def bf16_enabled(setting: str, device: torch.device) -> bool:
+    """``"on"``/``"off"``, or for ``"auto"`` the grader's choice of dtype (bf16 on CUDA and AMX CPUs)."""
     if setting != "auto":
         return setting == "on"
-    from ..grading.grader import _has_amx
-    return device.type == "cuda" or _has_amx()
+    from ..grading.grader import resolve_dtype
+    return resolve_dtype("auto", device) == torch.bfloat16
 

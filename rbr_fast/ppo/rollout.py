@@ -109,8 +109,7 @@ def generate(model, tokenizer, prompts: Sequence[Any], *, max_prompt_tokens: int
     resp = seq[:, start:]
     is_eos = torch.isin(resp, torch.tensor(eos, device=device))
     # keep tokens up to and including the first EOS; generate pads after it
-    before = (is_eos.long().cumsum(-1) - is_eos.long()) == 0
-    mask = before
+    mask = (is_eos.long().cumsum(-1) - is_eos.long()) == 0
     full_attn = torch.cat([attn, mask.long()], dim=1)
     labels = torch.where(mask, resp, IGNORE)
     hidden = torch.stack(kept[:resp.shape[1]], dim=1)

@@ -1,29 +1,17 @@
 """The sequence score PPO maximises: RBR reward (grader + weights) plus an optional reward model."""
 from __future__ import annotations
 
-from importlib import resources
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from ..grading import Grader
+from ..integrations.trl import RBRReward, proposition_means
 from ..reward import RewardWeights, RuleBasedReward
-from ..rules import RuleSpec
 from .config import PPOConfig
 from .data import Prompt
 from .models import load_reward_model, reward_model_scores
 from .rollout import Rollout
-
-
-def shipped_weights_path():
-    """RBR weights fitted on XSTest (``rbr-fast eval``) for the default spec and the embedded grader."""
-    return resources.files("rbr_fast.reward") / "xstest_weights.json"
-
-
-def rbr_weights(setting: str, spec: RuleSpec) -> RewardWeights:
-    if setting == "hand":
-        return RewardWeights.hand_set(spec)
-    return RewardWeights.load(shipped_weights_path() if setting == "xstest" else setting, spec)
 
 
 class SequenceScore:
@@ -41,32 +29,26 @@ class SequenceScore:
         self.reward_fn = reward_fn
         self.rbr = None
         if cfg.rbr:
-            self.rbr = RuleBasedReward(grader, weights=rbr_weights(cfg.rbr_weights, grader.spec))
+            self.rbr = RBRReward(RuleBasedReward(grader, weights=RewardWeights.named(cfg.rbr_weights, grader.spec)))
         self.rm = load_reward_model(cfg.reward_model, device) if cfg.reward_model else None
 
-    def rbr_details(self, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[dict]:
-        types = [p.response_type for p in prompts]
-        return self.rbr.details([p.prompt for p in prompts], list(texts),
-                                types if all(t is not None for t in types) else None)
-
     def __call__(self, prompts: Sequence[Prompt], texts: Sequence[str], rollout: Rollout):
-        from ..integrations.trl import proposition_means
         score = torch.zeros(len(texts), dtype=torch.float32)
         metrics: dict = {}
         if self.rbr is not None:
-            details = self.rbr_details(prompts, texts)
+            details = self.rbr.score_items([(p.prompt, t, p.response_type) for p, t in zip(prompts, texts)])
             rbr = torch.tensor([d["rbr"] for d in details], dtype=torch.float32)
             score += self.cfg.rbr_coef * rbr
             metrics["rbr"] = float(rbr.mean())
             metrics.update(proposition_means(details))
+        rm = None
         if self.reward_fn is not None:
             rm = torch.as_tensor(self.reward_fn([p.prompt for p in prompts], list(texts)), dtype=torch.float32)
             if rm.shape != (len(texts),) or not bool(torch.isfinite(rm).all()):
                 raise ValueError(f"reward_fn must return {len(texts)} finite numbers, got {rm.tolist()}")
-            score += self.cfg.rm_coef * rm
-            metrics["rm"] = float(rm.mean())
         elif self.rm is not None:
             rm = reward_model_scores(self.rm, rollout.ids, rollout.attn).cpu()
+        if rm is not None:
             score += self.cfg.rm_coef * rm
             metrics["rm"] = float(rm.mean())
         if self.cfg.missing_eos_penalty is not None:

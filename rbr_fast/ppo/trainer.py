@@ -43,12 +43,6 @@ class _Timer:
         self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
 
 
-def _mean(x: torch.Tensor, m: torch.Tensor) -> float:
-    """Mean of ``x`` over valid positions of all processes."""
-    s = D.all_sum(torch.stack([(x * m).sum().double(), m.sum().double()]))
-    return float(s[0] / s[1].clamp(min=1))
-
-
 class PPOTrainer:
     """A PPO run of ``cfg``. ``policy``/``tokenizer``/``grader`` may be given ready (tests, embedding);
     otherwise they are loaded from the config. ``reward_fn(prompts, completions) -> floats`` is any
@@ -145,7 +139,8 @@ class PPOTrainer:
             if cfg.whiten_advantages and self.world > 1:
                 advantages = self._whiten_global(advantages, ro.mask)
         # the scorer's means (RBR, RM, per proposition) are per process: average them
-        metrics = {k: float(D.all_sum(torch.tensor(v, dtype=torch.float64))) / self.world for k, v in metrics.items()}
+        means = D.all_sum(torch.tensor(list(metrics.values()), dtype=torch.float64)) / self.world
+        metrics = dict(zip(metrics, means.tolist()))
         m = ro.mask.float()
         all_scores = D.all_cat(scores.float())
         ret_var = _var(adv.returns, m)
@@ -349,6 +344,10 @@ def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:
     if n == 0:
         return float("nan"), float("nan")
     return float(s[1]) / n, float((s[2] - s[1] ** 2 / n) / max(n - 1, 1))
+
+
+def _mean(x: torch.Tensor, m: torch.Tensor) -> float:
+    return _moments(x, m)[0]
 
 
 def _var(x: torch.Tensor, m: torch.Tensor) -> float:

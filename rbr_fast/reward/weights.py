@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Union
 
@@ -49,6 +50,14 @@ class RewardWeights:
                            for k, t in enumerate(self.response_types)},
                "bias": dict(zip(self.response_types, self.bias.tolist()))}
         atomic_write_text(path, json.dumps(doc, indent=1))
+
+    @classmethod
+    def named(cls, name: Union[str, Path], spec: RuleSpec) -> "RewardWeights":
+        """``"hand"``: ``hand_set``; ``"xstest"``: the shipped weights, fitted on XSTest (``rbr-fast eval``)
+        for the default spec and the embedded grader; anything else: a weights file for ``load``."""
+        if name == "hand":
+            return cls.hand_set(spec)
+        return cls.load(resources.files("rbr_fast.reward") / "xstest_weights.json" if name == "xstest" else name, spec)
 
     @classmethod
     def load(cls, path: Union[str, Path], spec: RuleSpec) -> "RewardWeights":

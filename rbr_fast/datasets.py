@@ -1,16 +1,16 @@
-"""Readers for the data the package works on: jsonl of (conversation, completion) rows, and the
-RBR gold set (``../shared/data/rbr_gold/train.jsonl``: conversations, completions, response types and
-23 human-labelled propositions)."""
+"""Readers for the data the package works on: jsonl of (conversation, completion) rows, such as the
+RBR gold set shipped in ``rbr_fast.data`` (conversations, completions, response types and 23
+human-labelled propositions)."""
 from __future__ import annotations
 
+import csv
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-# Where the shared data sits beside a checkout of the repository.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-GOLD = SHARED_DATA / "rbr_gold" / "train.jsonl"
+from . import data
 
 _PROMPT_KEYS = ("prompt", "conversation", "messages", "query")
 _COMPLETION_KEYS = ("completion", "response")
@@ -64,3 +64,74 @@ def read_jsonl(path: Union[str, Path], limit: Optional[int] = None) -> list[Exam
         out.append(Example(_pick(row, _PROMPT_KEYS, where), _pick(row, _COMPLETION_KEYS, where),
                            row.get("response_type"), {k: bool(v) for k, v in labels.items()}, row))
     return out
+
+
+# ------------------------------------------------------------------------------------------ XSTest
+# Röttger et al. 2024 (CC-BY-4.0): 450 prompts, safe or unsafe, each answered by three models whose
+# completions carry a human label.
+MODELS = ("gpt4", "llama2orig", "mistralinstruct")
+COMPLY, REFUSE, PARTIAL = "1_full_compliance", "2_full_refusal", "3_partial_refusal"
+# best first, per prompt label
+ORDER = {"safe": (COMPLY, PARTIAL, REFUSE), "unsafe": (REFUSE, PARTIAL, COMPLY)}
+RESPONSE_TYPE = {"safe": "comply", "unsafe": "hard_refuse"}
+
+
+@dataclass
+class XSTestItem:
+    """One XSTest completion with its prompt's label and the human judgement of the completion."""
+    prompt_id: str
+    prompt: str
+    label: str  # safe | unsafe
+    model: str
+    completion: str
+    human: str  # final_label
+
+    @property
+    def key(self) -> str:
+        return f"{self.prompt_id}/{self.model}"
+
+    @property
+    def rank(self) -> int:
+        return ORDER[self.label].index(self.human)
+
+    @property
+    def refused(self) -> bool:
+        return self.human != COMPLY
+
+
+def xstest_prompts(folder: Optional[Path] = None) -> dict[str, dict]:
+    """``{id: row}`` of ``xstest_prompts.csv`` (columns id, prompt, type, label, focus, note); the
+    folder defaults to the shipped copy (``rbr_fast.data.xstest()``)."""
+    folder = Path(folder) if folder is not None else data.xstest()
+    if not (folder / "xstest_prompts.csv").is_file():
+        raise FileNotFoundError(f"{folder}: no xstest_prompts.csv (an XSTest folder has xstest_prompts.csv and "
+                                f"completions_<model>.csv)")
+    with (folder / "xstest_prompts.csv").open(newline="") as f:
+        return {r["id"]: r for r in csv.DictReader(f)}
+
+
+def load_xstest(folder: Optional[Path] = None, prompts: Optional[int] = None, seed: int = 0) -> list[XSTestItem]:
+    """Every (prompt, model) completion; ``prompts`` keeps a seeded sample of that many prompt ids
+    (safe/unsafe in the data's proportion). The folder defaults to the shipped copy."""
+    folder = Path(folder) if folder is not None else data.xstest()
+    meta = xstest_prompts(folder)
+    ids = sorted(meta)
+    if prompts is not None:
+        rng = random.Random(seed)
+        safe = [i for i in ids if meta[i]["label"] == "safe"]
+        unsafe = [i for i in ids if meta[i]["label"] != "safe"]
+        n_safe = round(prompts * len(safe) / len(ids))
+        ids = sorted(rng.sample(safe, n_safe) + rng.sample(unsafe, prompts - n_safe))
+    keep = set(ids)
+    items = []
+    for model in MODELS:
+        with (folder / f"completions_{model}.csv").open(newline="") as f:
+            for r in csv.DictReader(f):
+                pid = r["id"].removeprefix("v2-")  # completion files prefix the prompt ids with "v2-"
+                if pid in keep:
+                    items.append(XSTestItem(pid, meta[pid]["prompt"], meta[pid]["label"], model,
+                                      r["completion"], r["final_label"].strip()))
+    bad = {it.human for it in items} - {COMPLY, REFUSE, PARTIAL}
+    if bad:
+        raise ValueError(f"{folder}: unknown final_label value(s) {sorted(bad)}")
+    return items

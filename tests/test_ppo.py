@@ -31,7 +31,8 @@ def tiny(tmp_path_factory):
 def config(tiny, out, **kw):
     base = dict(policy=str(tiny / "model"), grader=str(tiny / "model"), prompts=str(tiny / "prompts.jsonl"),
                 rbr_weights="hand", eval_prompts=2, batch_size=4, mini_batch_size=2, max_new_tokens=10, steps=3,
-                save_every=2, out_dir=str(out), progress=False, save_policy=False, seed=3)
+                save_every=2, out_dir=str(out), progress=False, save_policy=False, seed=3,
+                bf16="off")  # float32 everywhere: the checks below are exact (bf16 'auto' is on for AMX CPUs)
     return PPOConfig(**{**base, **kw})
 
 

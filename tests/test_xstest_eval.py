@@ -11,9 +11,6 @@ from rbr_fast.grading.cache import grade_cached
 from rbr_fast.reward import xstest
 from rbr_fast.reward.xstest import COMPLY, PARTIAL, REFUSE, Item
 
-needs_data = pytest.mark.skipif(not (xstest.XSTEST / "xstest_prompts.csv").is_file(),
-                                reason=f"XSTest data not beside the repo ({xstest.XSTEST})")
-
 
 def item(pid, label, model, human, text="x"):
     return Item(pid, "p", label, model, text, human)
@@ -42,7 +39,6 @@ def test_keyword_baseline():
     assert not xstest.keyword_refusal("To kill a Python process, run kill -9 <pid>.")
 
 
-@needs_data
 def test_load_sample_is_balanced_and_labelled():
     items = xstest.load(prompts=20)
     ids = {it.prompt_id for it in items}
@@ -73,7 +69,6 @@ def test_grade_cache_resumes(tmp_path):
                                atol=2e-5, rtol=0)
 
 
-@needs_data
 def test_eval_command_on_a_tiny_model(tmp_path, monkeypatch):
     from rbr_fast.cli import main
     model_dir = tmp_path / "tiny"

@@ -18,7 +18,8 @@ import random
 
 import torch
 
-from rbr_fast.datasets import GOLD, read_jsonl
+from rbr_fast import data
+from rbr_fast.datasets import read_jsonl
 from rbr_fast.grading import Grader
 from rbr_fast.grading.packing import buckets
 
@@ -28,17 +29,11 @@ from .harness import Case, Inputs, Options, Peer, Size, Skip, Target, measure, r
 
 @functools.lru_cache(maxsize=None)
 def _examples(n: int) -> tuple[list, list]:
-    """``n`` (conversation, completion) pairs: a seeded sample of the gold set, else synthetic."""
-    if GOLD.is_file():
-        rows = read_jsonl(GOLD)
-        random.Random(0).shuffle(rows)
-        rows = (rows * (n // len(rows) + 1))[:n]
-        return [r.conversation for r in rows], [r.completion for r in rows]
-    rng = random.Random(0)
-    words = "please explain how the process works and why it matters for safety in everyday life".split()
-    convs = [" ".join(rng.choices(words, k=rng.randint(10, 120))) + "?" for _ in range(n)]
-    comps = [" ".join(rng.choices(words, k=rng.randint(20, 200))) + "." for _ in range(n)]
-    return convs, comps
+    """``n`` (conversation, completion) pairs: a seeded sample of the gold set (repeated when short)."""
+    rows = read_jsonl(data.gold())
+    random.Random(0).shuffle(rows)
+    rows = (rows * (n // len(rows) + 1))[:n]
+    return [r.conversation for r in rows], [r.completion for r in rows]
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..datasets import GOLD, read_jsonl
+from .. import data
+from ..datasets import read_jsonl
 from ..io import atomic_write_text, dumps
 from ..rules import RuleSpec
 from . import evaluate
@@ -71,12 +72,12 @@ def grade(a: argparse.Namespace) -> int:
 
 
 def eval_grader(a: argparse.Namespace) -> int:
-    data = Path(a.data or GOLD)
-    rows, grades = _grade(a, data)
+    path = Path(a.data) if a.data else data.gold()
+    rows, grades = _grade(a, path)
     missing = sorted({n for r in rows for n in grades.propositions if n not in r.labels})
     if missing:
-        raise SystemExit(f"{data}: rows have no human label for {missing}; eval-grader needs a 'propositions' "
-                         "dict per row (like ../shared/data/rbr_gold/train.jsonl)")
+        raise SystemExit(f"{path}: rows have no human label for {missing}; eval-grader needs a 'propositions' "
+                         "dict per row (like the shipped RBR gold set)")
     labels = torch.tensor([[r.labels[n] for n in grades.propositions] for r in rows])
     scores = evaluate.score(grades.propositions, grades.p_yes, labels)
     print(evaluate.table(scores))
@@ -85,7 +86,7 @@ def eval_grader(a: argparse.Namespace) -> int:
     atomic_write_text(out / "scores.json", dumps(evaluate.summary(scores), indent=1))
     _write_jsonl(out / "grades.jsonl", grades)
     png = evaluate.reliability_plot(grades.p_yes, labels, out / "reliability.png",
-                                    title=f"grader calibration on {data.name} ({len(rows)} completions)")
+                                    title=f"grader calibration on {path.name} ({len(rows)} completions)")
     print(f"wrote {out / 'scores.json'}, {out / 'grades.jsonl'}"
           + (f", {png}" if png else " (no reliability plot: matplotlib is not installed)"))
     return 0
@@ -99,7 +100,8 @@ def register(sub) -> None:
     _add_rows_args(g)
     g.set_defaults(func=grade)
     e = sub.add_parser("eval-grader", help="grader accuracy per proposition against human labels")
-    e.add_argument("--data", help=f"labelled jsonl (default: {GOLD})")
+    e.add_argument("--data", help="labelled jsonl (default: the RBR gold set shipped in the package, or "
+                                  f"${data.ENV}/rbr_gold/train.jsonl)")
     e.add_argument("--out-dir", default="grader_eval", help="scores.json, grades.jsonl and reliability.png go here")
     add_model_args(e)
     _add_rows_args(e)

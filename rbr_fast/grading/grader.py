@@ -13,11 +13,21 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
-from .packing import buckets, pack
-from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout, transcript
+from .features import pooled_features
+from .packing import buckets, pack, right_pad
+from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
 
 # Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+class Prefix(NamedTuple):
+    """One completion's head + transcript ids and where its pieces lie (half-open token ranges; a
+    range is empty when that piece was cut away or absent)."""
+    ids: list[int]
+    cut: bool  # the transcript was cut from the left to fit max_length
+    conversation: tuple[int, int]
+    reply: tuple[int, int]
 
 
 class Grades(NamedTuple):
@@ -154,16 +164,29 @@ class Grader:
         model.config._attn_implementation = "sdpa"
         return cls(model.to(dev), tok, spec, **kwargs)
 
+    def model_signature(self) -> dict:
+        """What identifies the model whatever its dtype or where it was loaded from: its shape and a
+        strided sample of every weight tensor (compare with ``same_model``)."""
+        cfg = self.model.config
+        sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().sum()) for t in self.model.parameters()]
+        return {"model_type": cfg.model_type, "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
+                "vocab": cfg.vocab_size, "weights": sample}
+
     def fingerprint(self) -> str:
         """A hash of what determines the grades (model, dtype, prompt layout, spec): grade caches
         made by another grader are not reused."""
         import hashlib
-        cfg = self.model.config
-        # a cheap digest of the weights: a strided sample of every tensor
-        sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().sum()) for t in self.model.parameters()]
-        key = [getattr(cfg, "_name_or_path", ""), cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size,
-               cfg.vocab_size, str(next(self.model.parameters()).dtype), sample,
-               self._reply.layout.few_shot, self.max_length, self.spec.fingerprint(), self.layout.head]
+        key = [getattr(self.model.config, "_name_or_path", ""), self.model_signature(),
+               str(next(self.model.parameters()).dtype), self._reply.layout.few_shot, self.max_length,
+               self.spec.fingerprint(), self.layout.head]
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+    def features_fingerprint(self) -> str:
+        """A hash of what determines ``features`` (model and dtype, instructions, truncation room):
+        feature caches made by another grader are not reused."""
+        import hashlib
+        key = [self.model_signature(), str(next(self.model.parameters()).dtype), self.layout.head,
+               self.max_length - self._reply.longest]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- prompts
@@ -181,25 +204,69 @@ class Grader:
         return self._reply.tail(self._reply.names([name], self.spec.source)[0])
 
     def _prefix(self, q: _Questions, conversation: Conversation, completion: Optional[Completion],
-                i: int) -> tuple[list[int], bool]:
+                i: int) -> Prefix:
         """Head + transcript ids, the transcript cut from the left so that it fits ``max_length``
         with the longest question of its kind (the same cut whichever propositions are asked)."""
         head = q.layout.head
-        body = q.layout.encode(transcript(conversation, completion, i))
-        longest_tail = q.longest
-        room = self.max_length - len(head) - longest_tail
+        body, n_conv, n_reply = q.layout.body(conversation, completion, i)
+        room = self.max_length - len(head) - q.longest
         if room < 1:
             raise ValueError(f"max_length={self.max_length} leaves no room for the conversation after the "
-                             f"instructions ({len(head)} tokens) and the longest question ({longest_tail})")
-        cut = len(body) > room
-        return head + (body[-room:] if cut else body), cut
+                             f"instructions ({len(head)} tokens) and the longest question ({q.longest})")
+        cut = max(0, len(body) - room)
+        ids = head + body[cut:]
+        start = len(head)
+        conv = (start, start + max(0, n_conv - cut))
+        reply = (len(ids) - min(n_reply, len(ids) - start), len(ids))
+        return Prefix(ids, cut > 0, conv, reply)
 
     def prompt_ids(self, conversation: Conversation, completion: Completion, proposition: str) -> list[int]:
         """The token ids of one full prompt (what the one-prompt-per-question layout feeds the model;
         the answer is read after its last id)."""
-        return self._prefix(self._reply, conversation, completion, 0)[0] + self.question_ids(proposition)
+        return self._prefix(self._reply, conversation, completion, 0).ids + self.question_ids(proposition)
 
     # ---------------------------------------------------------------------------------- grading
+    @staticmethod
+    def _check_items(conversations, completions) -> None:
+        if isinstance(conversations, (str, bytes)) or isinstance(completions, (str, bytes)):
+            raise TypeError("conversations and completions must be sequences (one item per completion), not a string")
+        if len(conversations) != len(completions):
+            raise ValueError(f"got {len(conversations)} conversations but {len(completions)} completions")
+        missing = [i for i, c in enumerate(completions) if c is None]
+        if missing:
+            raise TypeError(f"completions[{missing[0]}] is None; give the reply text (grade_prompts asks about "
+                            "conversations alone)")
+
+    def _warn_cut(self, prefixes: Sequence[Prefix]) -> None:
+        cut = sum(p.cut for p in prefixes)
+        if cut:
+            self.truncated += cut
+            warnings.warn(f"grader: {cut} of {len(prefixes)} conversations were longer than max_length="
+                          f"{self.max_length} tokens and were cut from the left (total so far: {self.truncated})",
+                          stacklevel=4)
+
+    def _show(self) -> bool:
+        return self.progress if self.progress is not None else sys.stderr.isatty()
+
+    @torch.inference_mode()
+    def features(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
+                 layers: Sequence[int], bar=None) -> torch.Tensor:
+        """``[N, len(layers), 4, H]`` float32 hidden-state features (``features.POOLINGS``) of each
+        completion: one forward pass over instructions + transcript, no question. ``bar``: a tqdm
+        bar to advance (default: one of its own)."""
+        self._check_items(conversations, completions)
+        prefixes = [self._prefix(self._reply, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
+        self._warn_cut(prefixes)
+        out = torch.empty(len(prefixes), len(layers), 4, self.model.config.hidden_size)
+        from tqdm.auto import tqdm
+        with tqdm(total=len(prefixes), desc="features", unit="completion", disable=bar is not None or not self._show()) as own:
+            for rows in buckets([len(p.ids) for p in prefixes], 0, self.token_budget):
+                ids, mask = right_pad([prefixes[i].ids for i in rows], self.pad_id)
+                out[torch.tensor(rows)] = pooled_features(self.model, [(ids, mask, [prefixes[i].conversation for i in rows],
+                                                                        [prefixes[i].reply for i in rows])], layers)
+                (bar or own).update(len(rows))
+        return out
+
     @torch.inference_mode()
     def grade(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
               propositions: Optional[Sequence[str]] = None) -> Grades:
@@ -213,14 +280,7 @@ class Grader:
         Returns:
             ``Grades(p_yes [N, P], mass [N, P], propositions)``; ``N == 0`` gives empty tensors.
         """
-        if isinstance(conversations, (str, bytes)) or isinstance(completions, (str, bytes)):
-            raise TypeError("conversations and completions must be sequences (one item per completion), not a string")
-        if len(conversations) != len(completions):
-            raise ValueError(f"got {len(conversations)} conversations but {len(completions)} completions")
-        missing = [i for i, c in enumerate(completions) if c is None]
-        if missing:
-            raise TypeError(f"completions[{missing[0]}] is None; give the reply text (grade_prompts asks about "
-                            "conversations alone)")
+        self._check_items(conversations, completions)
         return self._grade(self._reply, conversations, completions, propositions)
 
     @torch.inference_mode()
@@ -242,19 +302,15 @@ class Grader:
         mass = torch.empty(N, P, dtype=torch.float32)
         if N == 0:
             return Grades(p_yes, mass, names)
-        prefixes, cut = zip(*(self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))))
-        if any(cut):
-            self.truncated += sum(cut)
-            warnings.warn(f"grader: {sum(cut)} of {N} conversations were longer than max_length={self.max_length} "
-                          f"tokens and were cut from the left (total so far: {self.truncated})", stacklevel=3)
-        batches = buckets([len(p) for p in prefixes], sum(len(t) for t in tails), self.token_budget)
+        prefixes = [self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
+        self._warn_cut(prefixes)
+        batches = buckets([len(p.ids) for p in prefixes], sum(len(t) for t in tails), self.token_budget)
         device = next(self.model.parameters()).device
         trunk, head = self.model.base_model, self.model.get_output_embeddings()
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
         from tqdm.auto import tqdm
-        with tqdm(total=N, desc="grading", unit="completion", disable=not show) as bar:
+        with tqdm(total=N, desc="grading", unit="completion", disable=not self._show()) as bar:
             for rows in batches:
-                x = pack([prefixes[i] for i in rows], tails, self.pad_id)
+                x = pack([prefixes[i].ids for i in rows], tails, self.pad_id)
                 hidden = trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
                                attention_mask=x.attention_mask.to(device), use_cache=False).last_hidden_state
                 h = hidden.gather(1, x.answer_index.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))

@@ -67,3 +67,14 @@ def buckets(lengths: Sequence[int], extra: int, token_budget: int) -> list[list[
         else:
             out.append([i])
     return out
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [B, T], attention mask [B, T] int64) of rows right-padded with ``pad_id``."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.int64)
+    mask = torch.zeros(len(rows), T, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.int64)
+        mask[i, :len(r)] = 1
+    return ids, mask

@@ -13,6 +13,7 @@ The answer is read from the next-token distribution at the last id of the tail.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
 
@@ -32,32 +33,77 @@ _SPLIT = "\x00rbr-split\x00"
 ANSWER_WORDS = {"yes": ("yes", "Yes", "YES"), "no": ("no", "No", "NO")}
 
 
-def _text(name: str, x, i: int) -> str:
-    """The text of a message list (roles kept) or a plain string."""
+REPLY_HEADER = "\n\nFinal assistant reply to judge:\n"
+_ROLES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+
+
+def clean(text: str) -> str:
+    """``text`` with unpaired UTF-16 surrogates (a JSON ``"\\ud800"``) replaced by U+FFFD: tokenizers
+    reject them, and one bad character must not fail a whole batch."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _content(m: Mapping, where: str) -> str:
+    """A message's text: string content, or the text parts of list-of-parts (multimodal) content with
+    other parts as ``[type]``; tool calls follow as ``[tool call] name(arguments)``."""
+    c, calls = m.get("content"), m.get("tool_calls") or []
+    parts = []
+    if isinstance(c, str):
+        parts.append(c)
+    elif isinstance(c, Sequence) and not isinstance(c, (bytes, bytearray)):
+        for p in c:
+            if isinstance(p, str):
+                parts.append(p)
+            elif isinstance(p, Mapping):
+                parts.append(p["text"] if isinstance(p.get("text"), str) else f"[{p.get('type', 'part')}]")
+            else:
+                raise TypeError(f"{where}: a content part must be a string or a {{'type', ...}} object")
+    elif c is not None or not calls:
+        raise TypeError(f"{where} has no string 'content'")
+    if not isinstance(calls, Sequence) or isinstance(calls, str):
+        raise TypeError(f"{where}: 'tool_calls' must be a list")
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping):
+            raise TypeError(f"{where}: a tool call must be an object with a name and arguments")
+        args = fn.get("arguments", "")
+        args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False, sort_keys=True)
+        parts.append(f"[tool call] {fn.get('name', '?')}({args})")
+    return clean("\n".join(parts))
+
+
+def _messages(name: str, x, i: int) -> list[tuple[str, str]]:
+    """(role, text) of a message list, or of a plain string (as one message of ``role None``)."""
     if isinstance(x, str):
-        return x
+        return [(None, clean(x))]
     if isinstance(x, Sequence) and all(isinstance(m, Mapping) for m in x):
-        bad = [j for j, m in enumerate(x) if not isinstance(m.get("content"), str)]
-        if bad:
-            raise TypeError(f"{name}[{i}]: message {bad[0]} has no string 'content'")
-        return "\n".join(m["content"] for m in x)
+        return [(str(m.get("role", "user")), _content(m, f"{name}[{i}]: message {j}")) for j, m in enumerate(x)]
     raise TypeError(f"{name}[{i}] must be a string or a list of {{'role', 'content'}} messages, "
                     f"got {type(x).__name__}")
+
+
+def transcript_parts(conversation: Conversation, completion: Optional[Completion], i: int = 0) -> tuple[str, Optional[str]]:
+    """(the conversation so far, the reply to judge or None): the two texts the grader reads, encoded
+    one after the other with ``REPLY_HEADER`` between them."""
+    turns = [f"{_ROLES.get(role, str(role).capitalize()) if role else 'User'}: {text}"
+             for role, text in _messages("conversations", conversation, i)]
+    conv = "Conversation:\n" + "\n\n".join(turns)
+    if completion is None:
+        return conv, None
+    reply = "\n".join(text if role in (None, "assistant") else f"{_ROLES.get(role, str(role).capitalize())}: {text}"
+                      for role, text in _messages("completions", completion, i))
+    return conv, reply
 
 
 def transcript(conversation: Conversation, completion: Optional[Completion], i: int = 0) -> str:
     """The text the grader reads: the conversation so far, then the reply to judge (none for
     questions about the request)."""
-    if isinstance(conversation, str):
-        turns = [f"User: {conversation}"]
-    else:
-        _text("conversations", conversation, i)  # type check with the item's index
-        turns = [f"{'User' if m.get('role') == 'user' else str(m.get('role', 'user')).capitalize()}: {m['content']}"
-                 for m in conversation]
-    text = "Conversation:\n" + "\n\n".join(turns)
-    if completion is None:
-        return text
-    return text + "\n\nFinal assistant reply to judge:\n" + _text("completions", completion, i)
+    conv, reply = transcript_parts(conversation, completion, i)
+    return conv if reply is None else conv + REPLY_HEADER + reply
 
 
 def question_text(prop: Proposition, few_shot: bool) -> str:
@@ -101,6 +147,17 @@ class PromptLayout:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def body(self, conversation: Conversation, completion: Optional[Completion], i: int = 0) -> tuple[list[int], int, int]:
+        """(transcript ids, conversation tokens, reply tokens): the conversation, ``REPLY_HEADER`` and the
+        reply are encoded apart, so that the reply's tokens are known exactly (the heads pool them)."""
+        conv, reply = transcript_parts(conversation, completion, i)
+        ids = self.encode(conv)
+        n_conv = len(ids)
+        if reply is None:
+            return ids, n_conv, 0
+        reply_ids = self.encode(reply)
+        return ids + self.encode(REPLY_HEADER) + reply_ids, n_conv, len(reply_ids)
 
     def tail(self, prop: Proposition) -> list[int]:
         return self.encode(question_text(prop, self.few_shot) + self.template_end)

@@ -44,7 +44,7 @@ def _fmt(x: float) -> str:
 
 
 def evaluate(a: argparse.Namespace) -> int:
-    items = xstest.load(Path(a.xstest), a.prompts, a.seed)
+    items = xstest.load(a.xstest, a.prompts, a.seed)
     out = Path(a.out_dir)
     grader = grader_from_args(a)
     spec = grader.spec
@@ -193,7 +193,7 @@ def synth(a: argparse.Namespace) -> int:
         _, rows = _read_rows(Path(a.prompts))
         prompts, types = [r["prompt"] for r in rows], [r["response_type"] for r in rows]
     else:
-        items = {it.prompt_id: it for it in xstest.load(Path(a.xstest), a.limit, a.seed)}
+        items = {it.prompt_id: it for it in xstest.load(a.xstest, a.limit, a.seed)}
         prompts = [it.prompt for it in items.values()]
         types = [xstest.RESPONSE_TYPE[it.label] for it in items.values()]
     grader = grader_from_args(a)
@@ -265,7 +265,8 @@ def register(sub) -> None:
     f.set_defaults(func=fit)
     s = sub.add_parser("synth", help="synthetic comparison data: one completion per quality class per prompt")
     s.add_argument("--prompts", help="jsonl with prompt and response_type per row (default: XSTest prompts)")
-    s.add_argument("--xstest", default=str(xstest.XSTEST), help="XSTest folder, when --prompts is not given")
+    s.add_argument("--data", "--xstest", dest="xstest", help="XSTest folder, when --prompts is not given "
+                   "(default: the copy shipped in the package)")
     s.add_argument("--limit", type=int, help="a seeded sample of this many XSTest prompts")
     s.add_argument("--out", default="synth.jsonl")
     s.add_argument("--max-new-tokens", type=int, default=96)
@@ -277,7 +278,8 @@ def register(sub) -> None:
     s.set_defaults(func=synth)
     e = sub.add_parser("eval", help="the RBR reward on XSTest: ranking accuracy, refusal detection, Not-Unsafe / "
                                     "Not-Overrefuse, hand-set and fitted weights, baselines")
-    e.add_argument("--xstest", default=str(xstest.XSTEST), help="XSTest folder (default: ../shared/data/xstest)")
+    e.add_argument("--data", "--xstest", dest="xstest", help="XSTest folder (default: the copy shipped in the "
+                   "package, or $RBR_FAST_DATA/xstest)")
     e.add_argument("--prompts", type=int, help="a seeded sample of this many prompts (default: all 450)")
     e.add_argument("--val-fraction", type=float, default=0.5, help="share of prompts held out from fitting")
     e.add_argument("--seed", type=int, default=0)

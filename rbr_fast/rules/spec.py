@@ -201,6 +201,21 @@ class RuleSpec:
                             if all((val[x.name] if x.positive else 1 - val[x.name]) >= 0.5 for x in lits)))
         return out
 
+    def type_labels(self, response_type: str) -> dict[str, bool]:
+        """Prompt-proposition values implied by a prompt's known response type under the type rules:
+        the literals of the first rule naming the type hold, and each one-literal rule before it
+        fails (a rule of several literals before it determines none of them). ``{}`` when no rule
+        names the type. These label request questions for training a grader."""
+        name = self.response_type(response_type).name
+        out: dict[str, bool] = {}
+        for t, lits in self.type_rules:
+            if t == name:
+                out.update({x.name: x.positive for x in lits})
+                return out
+            if len(lits) == 1:
+                out[lits[0].name] = not lits[0].positive
+        return {}
+
     def fingerprint(self) -> str:
         """A hash of everything the spec asks and derives (names, literals, questions, examples,
         prompt rules): weights fitted for one spec are refused for another."""

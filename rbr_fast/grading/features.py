@@ -1,0 +1,99 @@
+"""Hidden-state features of a completion, the inputs of trained proposition heads.
+
+One forward pass over the grader's head + transcript (no question); the outputs of chosen decoder
+layers are pooled four ways over the transcript's pieces (``POOLINGS``): the mean and the last
+token of the reply, and of the conversation before it. A causal model's states of the conversation
+do not depend on the reply, so one pass serves questions about the reply and about the request.
+
+Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
+after the deepest layer needed unless the caller also needs the final hidden state (the question
+path shares the pass).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last")
+
+
+class _Stop(Exception):
+    """Raised by the last capture hook: the layers after it are not needed."""
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The decoder blocks of a transformers causal LM (``model.model.layers`` for llama-like models;
+    found as the ModuleList with ``num_hidden_layers`` entries otherwise)."""
+    n = model.config.num_hidden_layers
+    base = getattr(model, "base_model", model)
+    layers = getattr(base, "layers", None)
+    if isinstance(layers, torch.nn.ModuleList) and len(layers) == n:
+        return layers
+    for m in base.modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) == n:
+            return m
+    raise NotImplementedError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+@contextmanager
+def capture(model, layers: Sequence[int], stop: bool) -> Iterator[dict[int, torch.Tensor]]:
+    """Hooks that keep the output of each decoder layer in ``layers`` (1-based) while the block
+    runs; with ``stop`` the pass ends after the deepest one (run it inside ``run_until``)."""
+    blocks = decoder_layers(model)
+    bad = [l for l in layers if not 1 <= l <= len(blocks)]
+    if bad:
+        raise ValueError(f"layers {bad} outside 1..{len(blocks)} of this model")
+    out: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def hook(layer):
+        def fn(_module, _inputs, output):
+            out[layer] = output[0] if isinstance(output, tuple) else output
+            if stop and layer == last:
+                raise _Stop
+        return fn
+    handles = [blocks[l - 1].register_forward_hook(hook(l)) for l in sorted(set(layers))]
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_until(fn) -> None:
+    """Call ``fn()``; a capture hook with ``stop`` ends it early."""
+    try:
+        fn()
+    except _Stop:
+        pass
+
+
+def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``[B, 4, H]`` float32 poolings (``POOLINGS`` order) of ``hidden`` ``[B, T, H]`` over each row's
+    half-open token ranges. An empty range (a piece cut away, or no reply) pools the token just
+    before it, the last thing the model read."""
+    B, T, _ = hidden.shape
+    w = torch.zeros(B, 4, T, dtype=torch.float32)
+    for b, ((c0, c1), (r0, r1)) in enumerate(zip(conversation, reply)):
+        for k, (s, e) in ((0, (r0, r1)), (2, (c0, c1))):
+            if e <= s:
+                s, e = max(s - 1, 0), max(s, 1)
+            w[b, k, s:e] = 1.0 / (e - s)
+            w[b, k + 1, e - 1] = 1.0
+    return torch.einsum("bkt,bth->bkh", w.to(hidden.device), hidden.float())
+
+
+def pooled_features(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor, list, list]],
+                    layers: Sequence[int]) -> torch.Tensor:
+    """``[N, len(layers), 4, H]`` pooled states for right-padded batches of ``(input_ids [B, T],
+    attention_mask [B, T], conversation ranges, reply ranges)``, rows in batch order."""
+    device = next(model.parameters()).device
+    trunk = model.base_model
+    out = []
+    for ids, mask, conv, reply in batches:
+        with capture(model, layers, stop=True) as states:
+            run_until(lambda: trunk(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False))
+        out.append(torch.stack([pool(states[l], conv, reply) for l in layers], 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(layers), 4, model.config.hidden_size)

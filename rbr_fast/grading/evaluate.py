@@ -1,5 +1,5 @@
 """Grader accuracy against human proposition labels: per-proposition accuracy, balanced accuracy,
-F1 and AUROC, and a reliability (calibration) plot."""
+F1, AUROC and expected calibration error, and a reliability (calibration) plot."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -11,6 +11,9 @@ import torch
 from ..io import pyplot
 
 
+METRICS = ("accuracy", "balanced_accuracy", "f1", "auroc", "ece")
+
+
 @dataclass
 class PropositionScore:
     name: str
@@ -20,6 +23,7 @@ class PropositionScore:
     balanced_accuracy: float  # mean of the true-positive and true-negative rates (nan without both classes)
     f1: float  # of the "yes" class (nan when nothing is labelled or predicted yes)
     auroc: float  # how well P(yes) ranks yes above no, threshold-free (nan without both classes)
+    ece: float  # expected calibration error: mean |observed yes-rate - mean P(yes)| over 10 bins, by count
 
 
 def auroc(score: torch.Tensor, label: torch.Tensor) -> float:
@@ -36,32 +40,54 @@ def auroc(score: torch.Tensor, label: torch.Tensor) -> float:
     return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def calibration_bins(p: torch.Tensor, y: torch.Tensor, bins: int = 10):
+    """(count, mean P(yes), observed yes-rate) per equal-width bin of ``p`` (empty bins: count 0, nan)."""
+    p, y = p.flatten().double(), y.flatten().double()
+    b = torch.clamp((p * bins).long(), 0, bins - 1)
+    count = torch.bincount(b, minlength=bins).double()
+    mean_p = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, p) / count
+    rate = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, y) / count
+    return count, mean_p, rate
+
+
+def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 10) -> float:
+    """Sum over bins of (share of rows) x |observed yes-rate - mean P(yes)|; nan for no rows."""
+    count, mean_p, rate = calibration_bins(p, y, bins)
+    seen = count > 0
+    return float((count[seen] / count.sum() * (rate[seen] - mean_p[seen]).abs()).sum()) if seen.any() else float("nan")
+
+
 def score(names: list[str], p_yes: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> list[PropositionScore]:
-    """Scores of each column of ``p_yes`` [N, P] against boolean ``labels`` [N, P]."""
+    """Scores of each column of ``p_yes`` [N, P] against ``labels`` [N, P]: booleans, or floats where
+    NaN marks a row without a label for that column (a label counts as yes at >= 0.5)."""
     if p_yes.shape != labels.shape or p_yes.shape[1] != len(names):
         raise ValueError(f"p_yes {tuple(p_yes.shape)}, labels {tuple(labels.shape)} and {len(names)} names disagree")
     out = []
     nan = float("nan")
+    labels = labels.double()
     for j, name in enumerate(names):
-        y, pred = labels[:, j].bool(), p_yes[:, j] >= threshold
+        known = ~torch.isnan(labels[:, j])
+        p, y = p_yes[known, j], labels[known, j] >= 0.5
+        pred = p >= threshold
         tp, tn = int((pred & y).sum()), int((~pred & ~y).sum())
         fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
         pos, neg = tp + fn, tn + fp
         bal = (tp / pos + tn / neg) / 2 if pos and neg else nan
         f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
-        out.append(PropositionScore(name, pos, len(y), (tp + tn) / max(len(y), 1), bal, f1, auroc(p_yes[:, j], y)))
+        out.append(PropositionScore(name, pos, len(y), (tp + tn) / max(len(y), 1), bal, f1, auroc(p, y),
+                                    expected_calibration_error(p, y)))
     return out
 
 
 def table(scores: list[PropositionScore]) -> str:
     """A fixed-width table with the mean over propositions (nan entries left out of the mean)."""
-    lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s}"]
+    lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s} {'ece':>6s}"]
     for s in scores:
         lines.append(f"{s.name:40s} {f'{s.positives}/{s.n}':>8s} {s.accuracy:6.3f} {s.balanced_accuracy:7.3f} "
-                     f"{s.f1:6.3f} {s.auroc:6.3f}")
-    mean = {k: _nanmean([getattr(s, k) for s in scores]) for k in ("accuracy", "balanced_accuracy", "f1", "auroc")}
+                     f"{s.f1:6.3f} {s.auroc:6.3f} {s.ece:6.3f}")
+    mean = {k: _nanmean([getattr(s, k) for s in scores]) for k in METRICS}
     lines.append(f"{'mean':40s} {'':>8s} {mean['accuracy']:6.3f} {mean['balanced_accuracy']:7.3f} "
-                 f"{mean['f1']:6.3f} {mean['auroc']:6.3f}")
+                 f"{mean['f1']:6.3f} {mean['auroc']:6.3f} {mean['ece']:6.3f}")
     return "\n".join(lines)
 
 
@@ -72,8 +98,7 @@ def _nanmean(xs: list[float]) -> float:
 
 def summary(scores: list[PropositionScore]) -> dict:
     return {"propositions": [asdict(s) for s in scores],
-            "mean": {k: _nanmean([getattr(s, k) for s in scores])
-                     for k in ("accuracy", "balanced_accuracy", "f1", "auroc")}}
+            "mean": {k: _nanmean([getattr(s, k) for s in scores]) for k in METRICS}}
 
 
 def reliability_plot(p_yes: torch.Tensor, labels: torch.Tensor, path: Path, bins: int = 10,
@@ -83,12 +108,10 @@ def reliability_plot(p_yes: torch.Tensor, labels: torch.Tensor, path: Path, bins
     plt = pyplot()
     if plt is None:
         return None
-    p, y = p_yes.flatten().double(), labels.flatten().double()
-    b = torch.clamp((p * bins).long(), max=bins - 1)
-    count = torch.bincount(b, minlength=bins).double()
+    known = ~torch.isnan(labels.double())
+    count, mean_p, rate = calibration_bins(p_yes[known], labels.double()[known] >= 0.5, bins)
     seen = count > 0
-    mean_p = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, p)[seen] / count[seen]
-    rate = torch.zeros(bins, dtype=torch.float64).index_add_(0, b, y)[seen] / count[seen]
+    mean_p, rate = mean_p[seen], rate[seen]
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.plot(mean_p.numpy(), rate.numpy(), "o-", label="grader")

@@ -24,7 +24,10 @@ class FeatureCache:
 
     def __init__(self, root, grader, layers: Sequence[int]):
         self.grader, self.layers = grader, list(layers)
-        self.dir = Path(root) / grader.features_fingerprint() / ("layers-" + "-".join(map(str, self.layers)))
+        name = "-".join(map(str, self.layers))
+        if len(name) > 40:
+            name = hashlib.sha1(name.encode()).hexdigest()[:12]
+        self.dir = Path(root) / grader.features_fingerprint() / f"layers-{name}"
 
     def _load(self) -> dict[str, torch.Tensor]:
         have: dict[str, torch.Tensor] = {}
@@ -51,7 +54,7 @@ class FeatureCache:
             x = self.grader.features([conversations[where[k]] for k in part], [completions[where[k]] for k in part],
                                      self.layers, bar=bar)
             name = hashlib.sha1("".join(part).encode()).hexdigest()[:16]
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".pt")
             os.close(fd)
             torch.save({"keys": part, "x": x}, tmp)
             os.replace(tmp, self.dir / f"part-{name}.pt")

@@ -46,7 +46,7 @@ def capture(model, layers: Sequence[int], stop: bool) -> Iterator[dict[int, torc
     if bad:
         raise ValueError(f"layers {bad} outside 1..{len(blocks)} of this model")
     out: dict[int, torch.Tensor] = {}
-    last = max(layers)
+    last = max(layers, default=0)
 
     def hook(layer):
         def fn(_module, _inputs, output):

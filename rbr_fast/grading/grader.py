@@ -4,6 +4,7 @@ hidden state at the answer positions only (the ``[tokens, vocab]`` logits are ne
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence, Union
@@ -13,7 +14,8 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
-from .features import pooled_features
+from .features import capture, pool, pooled_features
+from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
 
@@ -101,10 +103,14 @@ class Grader:
             cut from the left with a warning (default: the model's ``max_position_embeddings``).
         few_shot: put each proposition's examples before its question.
         progress: tqdm bar over batches (default: when stderr is a terminal).
+        heads: trained proposition heads (``PropositionHeads``, or a path to a heads file) for this
+            model and spec: the propositions they cover are answered by their heads from one
+            forward pass over the transcript; the others are asked as questions in the same pass.
     """
 
     def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: int = 8192,
-                 max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None):
+                 max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
+                 heads: Union[PropositionHeads, str, Path, None] = None):
         for attr in _LOGIT_TRANSFORMS:
             if getattr(model.config, attr, None) not in (None, 1, 1.0):
                 raise NotImplementedError(f"the grader reads logits as hidden @ lm_head.T; this model's config sets "
@@ -136,6 +142,12 @@ class Grader:
         self.truncated = 0  # prompts cut from the left so far
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+        self._lock = threading.Lock()  # capture hooks live on the shared model: one pass at a time
+        self.heads: Optional[PropositionHeads] = None
+        if heads is not None:
+            heads = heads if isinstance(heads, PropositionHeads) else PropositionHeads.load(heads)
+            heads.check(self)
+            self.heads = heads
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -157,18 +169,28 @@ class Grader:
 
     @classmethod
     def default(cls, dtype: Union[str, torch.dtype] = "auto", device=None, spec: Optional[RuleSpec] = None,
-                **kwargs) -> "Grader":
-        """The embedded SmolLM2-135M-Instruct grader (see ``rbr_fast.grading.embedded``)."""
+                trained: Optional[bool] = None, **kwargs) -> "Grader":
+        """The embedded SmolLM2-135M-Instruct grader (see ``rbr_fast.grading.embedded``).
+
+        ``trained``: use the shipped proposition heads (``embedded.HEADS``, trained for the default
+        spec by ``rbr-fast train-grader``); ``False`` asks every question zero-shot; ``None``
+        (default) uses them when ``spec`` is the default spec, else asks."""
         dev = _default_device(device)
         model, tok = embedded.load(resolve_dtype(dtype, dev))
         model.config._attn_implementation = "sdpa"
+        spec = spec or RuleSpec.default()
+        if trained is None:
+            trained = spec.fingerprint() == RuleSpec.default().fingerprint() and embedded.HEADS.is_file()
+        if trained and "heads" not in kwargs:
+            kwargs["heads"] = embedded.HEADS
         return cls(model.to(dev), tok, spec, **kwargs)
 
     def model_signature(self) -> dict:
-        """What identifies the model whatever its dtype or where it was loaded from: its shape and a
-        strided sample of every weight tensor (compare with ``same_model``)."""
+        """What identifies the model whatever its dtype or where it was loaded from: its shape and the
+        absolute sum of a strided sample of every weight tensor (compare with ``heads.same_model``)."""
         cfg = self.model.config
-        sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().sum()) for t in self.model.parameters()]
+        sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().abs().sum())
+                  for t in self.model.parameters()]
         return {"model_type": cfg.model_type, "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
                 "vocab": cfg.vocab_size, "weights": sample}
 
@@ -255,11 +277,15 @@ class Grader:
         completion: one forward pass over instructions + transcript, no question. ``bar``: a tqdm
         bar to advance (default: one of its own)."""
         self._check_items(conversations, completions)
+        return self._features(conversations, completions, layers, bar)
+
+    def _features(self, conversations, completions, layers, bar=None) -> torch.Tensor:
         prefixes = [self._prefix(self._reply, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
         self._warn_cut(prefixes)
         out = torch.empty(len(prefixes), len(layers), 4, self.model.config.hidden_size)
         from tqdm.auto import tqdm
-        with tqdm(total=len(prefixes), desc="features", unit="completion", disable=bar is not None or not self._show()) as own:
+        with self._lock, tqdm(total=len(prefixes), desc="features", unit="completion",
+                              disable=bar is not None or not self._show()) as own:
             for rows in buckets([len(p.ids) for p in prefixes], 0, self.token_budget):
                 ids, mask = right_pad([prefixes[i].ids for i in rows], self.pad_id)
                 out[torch.tensor(rows)] = pooled_features(self.model, [(ids, mask, [prefixes[i].conversation for i in rows],
@@ -295,29 +321,56 @@ class Grader:
         return self._grade(self._request, conversations, [None] * len(conversations), propositions)
 
     def _grade(self, q: _Questions, conversations, completions, propositions) -> Grades:
+        """Heads answer the names they cover (mass 1: a head always answers), questions the rest. A
+        head reads the reply layout's transcript; for questions about it, that is the same pass."""
         names = q.names(propositions, self.spec.source)
+        headed = [n for n in names if self.heads is not None and n in self.heads.heads]
+        asked = [n for n in names if n not in headed]
+        N = len(completions)
+        p_yes = torch.empty(N, len(names), dtype=torch.float32)
+        mass = torch.ones(N, len(names), dtype=torch.float32)
+        if N == 0:
+            return Grades(p_yes, mass, names)
+        feats = None
+        if asked:
+            shared = self.heads.layers if headed and q is self._reply else None
+            p, m, feats = self._ask(q, conversations, completions, asked, shared)
+            cols = torch.tensor([names.index(n) for n in asked])
+            p_yes[:, cols], mass[:, cols] = p, m
+        if headed:
+            if feats is None:
+                feats = self._features(conversations, completions, self.heads.layers)
+            p_yes[:, torch.tensor([names.index(n) for n in headed])] = self.heads.predict(feats, headed)
+        return Grades(p_yes, mass, names)
+
+    def _ask(self, q: _Questions, conversations, completions, names, layers: Optional[Sequence[int]]):
+        """(p_yes [N, P], mass [N, P], features or None) of asking ``names`` in the packed layout;
+        with ``layers``, the prefix's pooled features of those layers from the same pass."""
         tails = [q.tail(n) for n in names]
         N, P = len(completions), len(names)
         p_yes = torch.empty(N, P, dtype=torch.float32)
         mass = torch.empty(N, P, dtype=torch.float32)
-        if N == 0:
-            return Grades(p_yes, mass, names)
+        feats = None if layers is None else torch.empty(N, len(layers), 4, self.model.config.hidden_size)
         prefixes = [self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
         self._warn_cut(prefixes)
         batches = buckets([len(p.ids) for p in prefixes], sum(len(t) for t in tails), self.token_budget)
         device = next(self.model.parameters()).device
         trunk, head = self.model.base_model, self.model.get_output_embeddings()
         from tqdm.auto import tqdm
-        with tqdm(total=N, desc="grading", unit="completion", disable=not self._show()) as bar:
+        with self._lock, tqdm(total=N, desc="grading", unit="completion", disable=not self._show()) as bar:
             for rows in batches:
                 x = pack([prefixes[i].ids for i in rows], tails, self.pad_id)
-                hidden = trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
-                               attention_mask=x.attention_mask.to(device), use_cache=False).last_hidden_state
+                with capture(self.model, layers or [], stop=False) as states:
+                    hidden = trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
+                                   attention_mask=x.attention_mask.to(device), use_cache=False).last_hidden_state
                 h = hidden.gather(1, x.answer_index.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))
                 out = fused_linear_yes_no(h.reshape(-1, h.shape[-1]), head.weight, self.yes_ids, self.no_ids,
                                           bias=head.bias)
                 idx = torch.tensor(rows)
                 p_yes[idx] = out.p_yes.view(len(rows), P).cpu()
                 mass[idx] = out.mass.view(len(rows), P).cpu()
+                if feats is not None:  # a prefix token attends to the prefix only: its states are the plain pass's
+                    conv, reply = [prefixes[i].conversation for i in rows], [prefixes[i].reply for i in rows]
+                    feats[idx] = torch.stack([pool(states[l], conv, reply) for l in layers], 1).cpu()
                 bar.update(len(rows))
-        return Grades(p_yes, mass, names)
+        return p_yes, mass, feats

@@ -1,0 +1,181 @@
+"""Fitting proposition heads on pooled features: class-weighted logistic regression (or a small MLP),
+grouped cross-validation, Platt calibration on held-out folds.
+
+Everything here works on tensors already in memory (``features [N, L, 4, H]``, labels ``[N]`` in
+[0, 1] or NaN), so a refit over cached features takes seconds.
+
+Protocol for one proposition (``fit_one``):
+- folds: rows of one group (a conversation, an XSTest prompt) stay in one fold; groups holding a
+  positive are dealt round-robin first, so every fold gets positives;
+- selection: every candidate (inputs, L2 strength, kind) is scored by the AUROC of its
+  out-of-fold logits; the best is refitted on all rows;
+- calibration: Platt scaling fitted on the chosen candidate's out-of-fold logits (never on logits
+  of rows the model was fitted on);
+- honest scores (``cross_validate``): the whole selection + calibration runs again inside each
+  outer training fold, and the outer fold's rows are scored by what that produced.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .evaluate import auroc
+from .heads import Head, select
+
+
+@dataclass(frozen=True)
+class Candidate:
+    inputs: tuple[tuple[int, str], ...]  # (layer, pooling) slices, concatenated
+    l2: float  # L2 strength per standardised input dimension
+    kind: str = "linear"  # or "mlp"
+
+
+def group_folds(groups: Sequence, positive: Sequence[bool], k: int, seed: int = 0) -> torch.Tensor:
+    """Fold index (0..k-1) per row: whole groups per fold, groups with a positive spread first."""
+    uniq = sorted(set(groups), key=str)
+    has_pos = dict.fromkeys(uniq, False)
+    for g, p in zip(groups, positive):
+        has_pos[g] = has_pos[g] or bool(p)
+    perm = torch.randperm(len(uniq), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = sorted(perm, key=lambda i: not has_pos[uniq[i]])  # stable: positives first, random within
+    fold = {uniq[i]: j % k for j, i in enumerate(order)}
+    return torch.tensor([fold[g] for g in groups], dtype=torch.int64)
+
+
+def _class_weights(y: torch.Tensor) -> tuple[float, float]:
+    """(positive, negative) weights giving both classes the same total weight."""
+    p = float(y.double().mean().clamp(1e-3, 1 - 1e-3))
+    return 0.5 / p, 0.5 / (1 - p)
+
+
+def fit_linear(z: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w [D], b) of a class-weighted, L2-regularised logistic regression on standardised ``z``
+    ``[N, D]`` with (soft) labels ``y`` in [0, 1]; full-batch L-BFGS in float64."""
+    z, y = z.double(), y.double()
+    wp, wn = _class_weights(y)
+    w = torch.zeros(z.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-8,
+                            tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        s = z @ w[:-1] + w[-1]
+        ls = torch.nn.functional.logsigmoid
+        loss = -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean() + l2 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    w = w.detach()
+    return w[:-1], w[-1]
+
+
+def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, hidden: int = 64, steps: int = 300,
+            seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """(w1 [D, hidden], b1, w2 [hidden], b2) of a one-hidden-layer ReLU MLP, class-weighted BCE with
+    L2 on both weight matrices; full-batch Adam in float32."""
+    g = torch.Generator().manual_seed(seed)
+    z, y = z.float(), y.float()
+    wp, wn = _class_weights(y)
+    D = z.shape[1]
+    w1 = (torch.randn(D, hidden, generator=g) * math.sqrt(2.0 / D)).requires_grad_(True)
+    b1 = torch.zeros(hidden, requires_grad=True)
+    w2 = (torch.randn(hidden, generator=g) * math.sqrt(1.0 / hidden)).requires_grad_(True)
+    b2 = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w1, b1, w2, b2], lr=3e-3)
+    ls = torch.nn.functional.logsigmoid
+    with torch.enable_grad():
+        for _ in range(steps):
+            s = torch.relu(z @ w1 + b1) @ w2 + b2
+            loss = -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean() + l2 * (w1.pow(2).sum() + w2.pow(2).sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return w1.detach(), b1.detach(), w2.detach(), b2.detach()
+
+
+def platt(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(a, b) minimising the log-loss of ``sigmoid(a * logit + b)`` against ``y`` (unweighted: the
+    result is a probability of the data as it is)."""
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], max_iter=100, line_search_fn="strong_wolfe")
+    z, y = logits.double(), y.double()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y)
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    a, b = ab.detach().tolist()
+    return a, b
+
+
+def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(0), x.std(0).clamp_min(1e-6)
+
+
+def fit_head(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, c: Candidate,
+             platt_ab: tuple[float, float] = (1.0, 0.0), seed: int = 0) -> Head:
+    """A ``Head`` for candidate ``c`` fitted on all given rows (calibration passed in)."""
+    x = select(features, layers, c.inputs)
+    mean, scale = _standardiser(x)
+    z = (x - mean) / scale
+    if c.kind == "linear":
+        w1, b1 = fit_linear(z, y, c.l2)
+        return Head(c.inputs, mean, scale, w1.float(), b1.float(), platt=platt_ab)
+    w1, b1, w2, b2 = fit_mlp(z, y, c.l2, seed=seed)
+    return Head(c.inputs, mean, scale, w1, b1, w2, b2, platt=platt_ab)
+
+
+def oof_logits(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, fold: torch.Tensor, c: Candidate,
+               seed: int = 0) -> torch.Tensor:
+    """Out-of-fold logits of candidate ``c``: each fold scored by a model fitted on the others."""
+    out = torch.empty(len(y), dtype=torch.float64)
+    for f in fold.unique().tolist():
+        tr, te = fold != f, fold == f
+        h = fit_head(features[tr], layers, y[tr], c, seed=seed)
+        out[te] = h.logit(select(features[te], layers, c.inputs))
+    return out
+
+
+def fit_one(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, groups: Sequence,
+            candidates: Sequence[Candidate], k: int, seed: int = 0) -> tuple[Head, dict]:
+    """The best candidate by out-of-fold AUROC over ``k`` grouped folds, refitted on all rows and
+    Platt-calibrated on its out-of-fold logits. Returns (head, {"candidate", "cv_auroc"})."""
+    fold = group_folds(groups, (y >= 0.5).tolist(), k, seed)
+    best = None
+    for c in candidates:
+        z = oof_logits(features, layers, y, fold, c, seed)
+        a = auroc(z, y >= 0.5)
+        if best is None or a > best[0]:
+            best = (a, c, z)
+    a, c, z = best
+    head = fit_head(features, layers, y, c, platt(z, y), seed)
+    return head, {"candidate": c, "cv_auroc": a}
+
+
+def cross_validate(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, groups: Sequence,
+                   candidates: Sequence[Candidate], k: int, seed: int = 0,
+                   score_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Calibrated out-of-fold P(yes) per row from the whole ``fit_one`` procedure run inside each of
+    ``k`` outer grouped folds (nested: selection and calibration never see the scored fold).
+
+    ``y`` may hold NaN for rows without a label: they are never trained on, and are scored by the
+    fold they fall in (``score_rows`` [N, L, 4, H] features of extra rows to score with every
+    fold's head, averaged, e.g. rows labelled for other propositions only)."""
+    labelled = ~torch.isnan(y)
+    g = [groups[i] for i in range(len(groups))]
+    fold = group_folds(g, [bool(v >= 0.5) for v in y.tolist()], k, seed)
+    p = torch.full((len(y),), float("nan"), dtype=torch.float64)
+    for f in range(k):
+        tr = (fold != f) & labelled
+        idx = tr.nonzero().flatten().tolist()
+        head, _ = fit_one(features[tr], layers, y[tr], [g[i] for i in idx], candidates, k - 1, seed)
+        te = fold == f
+        p[te] = head.prob(select(features[te], layers, head.inputs)).double()
+    return p

@@ -18,6 +18,8 @@ import sys
 
 import torch
 
+from .errors import ArgumentParser, number, run_command
+
 
 def _rollout(B: int, T: int, seed: int = 0) -> dict:
     """A random PPO batch: right-padded responses of random length, a tool-output hole in a few rows."""
@@ -38,21 +40,17 @@ DEMO_EXAMPLES = [
 ]
 
 
-def grade_examples(device: str) -> int:
+def grade_examples(device: str) -> None:
     """Score a few completions with the RBR reward (the shipped XSTest-fitted weights) on the embedded
     SmolLM2 grader."""
     import time
 
-    from rbr_fast.grading import Grader, ModelUnavailable
+    from rbr_fast.grading import Grader
     from rbr_fast.reward import RewardWeights, RuleBasedReward
     print("\nscoring with the embedded SmolLM2-135M-Instruct grader and the shipped weights (fitted on XSTest by "
           "`rbr-fast eval`; the first run converts the GGUF, ~40 s):", flush=True)
     t = time.perf_counter()
-    try:
-        grader = Grader.default(device=device)
-    except ModelUnavailable as e:
-        print(f"!! {e}", file=sys.stderr)
-        return 1
+    grader = Grader.default(device=device)  # ModelUnavailable: one line from the CLI's error handler
     load = time.perf_counter() - t
     t = time.perf_counter()
     details = RuleBasedReward(grader, weights=RewardWeights.named("xstest", grader.spec)).details(*zip(*DEMO_EXAMPLES))
@@ -65,23 +63,17 @@ def grade_examples(device: str) -> int:
     print(f"  loaded in {load:.1f} s; graded {len(DEMO_EXAMPLES)} completions x {len(grader.spec.propositions)} "
           f"propositions in {dt:.1f} s ({next(grader.model.parameters()).dtype}). The 135M grader is close to "
           "chance on these questions: see README, 'Grader accuracy'.")
-    return 0
 
 
-def ppo_demo(args: argparse.Namespace) -> int:
+def ppo_demo(args: argparse.Namespace) -> None:
     """A short PPO run of the embedded SmolLM2 on XSTest prompts against the RBR reward."""
-    from rbr_fast.grading import ModelUnavailable
     from rbr_fast.ppo import PPOConfig, train
     cfg = PPOConfig(steps=args.ppo_steps, batch_size=8, mini_batch_size=4, max_new_tokens=32, eval_prompts=16,
                     lr=1e-5, save_every=0, save_policy=False, out_dir=os.path.join(args.out, "ppo_demo"))
     print(f"\nPPO: the embedded SmolLM2 as policy, {cfg.steps} steps x {cfg.batch_size} XSTest prompts (safe -> comply, "
           f"unsafe -> hard refusal), reward = RBR with the same model as grader, {cfg.eval_prompts} prompts held out "
           "(greedy answers scored before and after):", flush=True)
-    try:
-        s = train(cfg)
-    except ModelUnavailable as e:
-        print(f"!! {e}", file=sys.stderr)
-        return 1
+    s = train(cfg)
     b, a = s["before"], s["after"]
     for k, what in (("rbr", "mean RBR reward"), ("not_unsafe", "Not-Unsafe (keyword judge)"),
                     ("not_overrefuse", "Not-Overrefuse (keyword judge)")):
@@ -91,7 +83,6 @@ def ppo_demo(args: argparse.Namespace) -> int:
     total = sum(t.values()) or 1.0
     print("  where the time went: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f}%)" for k, v in t.items()))
     print(f"  logs, curves.png and summary.json in {cfg.out_dir}")
-    return 0
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -117,10 +108,10 @@ def demo(args: argparse.Namespace) -> int:
     if err > 1e-3:
         print("!! the fast backend disagrees with the reference", file=sys.stderr)
         return 1
-    if not args.no_grader and grade_examples(device) != 0:
-        return 1
-    if not args.no_ppo and ppo_demo(args) != 0:
-        return 1
+    if not args.no_grader:
+        grade_examples(device)
+    if not args.no_ppo:
+        ppo_demo(args)
     if args.no_bench:
         return 0
     from rbr_fast.bench.__main__ import main as bench_main
@@ -129,6 +120,13 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _serve(a: argparse.Namespace) -> int:
+    from rbr_fast.io import check_model_location
+    from rbr_fast.reward import RewardWeights
+    from rbr_fast.rules import RuleSpec
+    if a.model:
+        check_model_location(a.model, "--model")
+    if a.weights:  # the server loads its reward on the first request: check the weights now
+        RewardWeights.load(a.weights, RuleSpec.default())
     from rbr_fast.integrations.server import serve
     from rbr_fast.integrations.trl import RBRReward
     serve(RBRReward(model=a.model, weights=a.weights), a.host, a.port, max_batch=a.max_batch,
@@ -138,19 +136,30 @@ def _serve(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run one ``rbr-fast`` command; user errors are one line on stderr and exit code 2 (see ``rbr_fast.errors``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from rbr_fast.bench.__main__ import main as bench_main
-        return bench_main(argv[1:])
-    p = argparse.ArgumentParser(prog="rbr-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        return run_command("rbr-fast bench", lambda: bench_main(argv[1:]))
+    p, commands = _parser()
+
+    def command() -> int:
+        a = p.parse_args(argv)
+        return a.func(a)
+    return run_command(f"rbr-fast {argv[0]}" if argv and argv[0] in commands else "rbr-fast", command)
+
+
+def _parser() -> tuple[ArgumentParser, dict]:
+    """The ``rbr-fast`` parser and its subcommand parsers by name."""
+    p = ArgumentParser(prog="rbr-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="tour of the ops plus a quick benchmark")
-    d.add_argument("--batch", type=int, default=64)
-    d.add_argument("--length", type=int, default=512)
+    d.add_argument("--batch", type=number(int, 1), default=64)
+    d.add_argument("--length", type=number(int, 1), default=512)
     d.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     d.add_argument("--no-grader", action="store_true", help="skip grading with the embedded model")
     d.add_argument("--no-ppo", action="store_true", help="skip the short PPO run")
-    d.add_argument("--ppo-steps", type=int, default=6, help="PPO steps of the demo run")
+    d.add_argument("--ppo-steps", type=number(int, 1), default=6, help="PPO steps of the demo run")
     d.add_argument("--out", default=".", help="benchmark results go to OUT/bench_results/")
     d.set_defaults(func=demo)
     sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
@@ -160,23 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     register_reward(sub)
     v = sub.add_parser("serve", help="the RBR reward over HTTP with dynamic batching (FastAPI + uvicorn)")
     v.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--port", type=number(int, 0, 65535), default=8000)
     v.add_argument("--token", default=os.environ.get("RBR_FAST_TOKEN"),
                    help="require 'Authorization: Bearer TOKEN' (default: $RBR_FAST_TOKEN, none when unset)")
     v.add_argument("--model", help="grader model path (default: the embedded SmolLM2)")
     v.add_argument("--weights", help="weights JSON (default: hand-set)")
-    v.add_argument("--max-batch", type=int, default=64, help="items per grader call (1: no batching)")
-    v.add_argument("--max-wait-ms", type=float, default=20.0)
-    v.add_argument("--max-queue", type=int, default=4096, help="queued items before answering 503")
-    v.add_argument("--max-body-bytes", type=int, default=4 << 20)
-    v.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
+    v.add_argument("--max-batch", type=number(int, 1), default=64, help="items per grader call (1: no batching)")
+    v.add_argument("--max-wait-ms", type=number(float, 0), default=20.0)
+    v.add_argument("--max-queue", type=number(int, 1), default=4096, help="queued items before answering 503")
+    v.add_argument("--max-body-bytes", type=number(int, 1), default=4 << 20)
+    v.add_argument("--timeout", type=number(float, 0, open_low=True), default=120.0,
+                   help="seconds per request before 504")
     v.set_defaults(func=_serve)
     from rbr_fast.ppo.__main__ import parser as ppo_parser
     from rbr_fast.ppo.__main__ import run as ppo_run
     ppo = sub.add_parser("ppo", help="PPO on the RBR reward (python -m rbr_fast.ppo; torchrun for several processes)")
     ppo_parser(ppo).set_defaults(func=ppo_run)
-    a = p.parse_args(argv)
-    return a.func(a)
+    return p, sub.choices
 
 
 if __name__ == "__main__":

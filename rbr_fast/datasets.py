@@ -7,10 +7,13 @@ import csv
 import json
 import random
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 from . import data
+from .errors import UserError
+from .io import decode_utf8, read_text
 
 _PROMPT_KEYS = ("prompt", "conversation", "messages", "query")
 _COMPLETION_KEYS = ("completion", "response")
@@ -29,25 +32,26 @@ def _pick(row: dict, keys: tuple[str, ...], where: str) -> Any:
     for k in keys:
         if k in row:
             return row[k]
-    raise ValueError(f"{where}: no {' / '.join(repr(k) for k in keys)} key (keys: {sorted(row)})")
+    raise UserError(f"{where}: no {' / '.join(repr(k) for k in keys)} key (keys: {sorted(row)})")
 
 
 def iter_rows(path: Union[str, Path]) -> Iterator[tuple[str, dict]]:
     """(``file:line``, object) for every non-blank line of a jsonl file; errors name the line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
+        raise UserError(f"{path}: {'a folder, not a data file' if path.is_dir() else 'no such data file'}")
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = decode_utf8(raw, path, n)
             if not line.strip():
                 continue
             where = f"{path}:{n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object per line")
+                raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
             yield where, row
 
 
@@ -60,7 +64,7 @@ def read_jsonl(path: Union[str, Path], limit: Optional[int] = None) -> list[Exam
             break
         labels = row.get("propositions") or {}
         if not isinstance(labels, dict) or any(v not in (True, False) for v in labels.values()):
-            raise ValueError(f"{where}: 'propositions' must map names to booleans (true/false or 1/0)")
+            raise UserError(f"{where}: 'propositions' must map names to booleans (true/false or 1/0)")
         out.append(Example(_pick(row, _PROMPT_KEYS, where), _pick(row, _COMPLETION_KEYS, where),
                            row.get("response_type"), {k: bool(v) for k, v in labels.items()}, row))
     return out
@@ -104,10 +108,19 @@ def xstest_prompts(folder: Optional[Path] = None) -> dict[str, dict]:
     folder defaults to the shipped copy (``rbr_fast.data.xstest()``)."""
     folder = Path(folder) if folder is not None else data.xstest()
     if not (folder / "xstest_prompts.csv").is_file():
-        raise FileNotFoundError(f"{folder}: no xstest_prompts.csv (an XSTest folder has xstest_prompts.csv and "
-                                f"completions_<model>.csv)")
-    with (folder / "xstest_prompts.csv").open(newline="") as f:
-        return {r["id"]: r for r in csv.DictReader(f)}
+        raise UserError(f"{folder}: no xstest_prompts.csv (an XSTest folder has xstest_prompts.csv and "
+                        f"completions_<model>.csv)")
+    return {r["id"]: r for r in _read_csv(folder / "xstest_prompts.csv", ("id", "prompt", "label"))}
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a UTF-8 CSV file that has (at least) ``columns``."""
+    reader = csv.DictReader(StringIO(read_text(path), newline=""))
+    missing = [c for c in columns if c not in (reader.fieldnames or ())]
+    if missing:
+        raise UserError(f"{path}: no column(s) {', '.join(missing)} "
+                        f"(it has {', '.join(reader.fieldnames or ()) or 'none'})")
+    return list(reader)
 
 
 def load_xstest(folder: Optional[Path] = None, prompts: Optional[int] = None, seed: int = 0) -> list[XSTestItem]:
@@ -117,6 +130,8 @@ def load_xstest(folder: Optional[Path] = None, prompts: Optional[int] = None, se
     meta = xstest_prompts(folder)
     ids = sorted(meta)
     if prompts is not None:
+        if not 1 <= prompts <= len(ids):
+            raise UserError(f"{folder}: a sample of {prompts} prompts asked for; it has {len(ids)}")
         rng = random.Random(seed)
         safe = [i for i in ids if meta[i]["label"] == "safe"]
         unsafe = [i for i in ids if meta[i]["label"] != "safe"]
@@ -125,13 +140,12 @@ def load_xstest(folder: Optional[Path] = None, prompts: Optional[int] = None, se
     keep = set(ids)
     items = []
     for model in MODELS:
-        with (folder / f"completions_{model}.csv").open(newline="") as f:
-            for r in csv.DictReader(f):
-                pid = r["id"].removeprefix("v2-")  # completion files prefix the prompt ids with "v2-"
-                if pid in keep:
-                    items.append(XSTestItem(pid, meta[pid]["prompt"], meta[pid]["label"], model,
-                                      r["completion"], r["final_label"].strip()))
+        for r in _read_csv(folder / f"completions_{model}.csv", ("id", "completion", "final_label")):
+            pid = r["id"].removeprefix("v2-")  # completion files prefix the prompt ids with "v2-"
+            if pid in keep:
+                items.append(XSTestItem(pid, meta[pid]["prompt"], meta[pid]["label"], model,
+                                        r["completion"], r["final_label"].strip()))
     bad = {it.human for it in items} - {COMPLY, REFUSE, PARTIAL}
     if bad:
-        raise ValueError(f"{folder}: unknown final_label value(s) {sorted(bad)}")
+        raise UserError(f"{folder}: unknown final_label value(s) {sorted(bad)}")
     return items

@@ -210,7 +210,7 @@ def saved_model(tmp_path_factory):
     return path
 
 
-def test_grade_and_eval_commands(saved_model, tmp_path, monkeypatch):
+def test_grade_and_eval_commands(saved_model, tmp_path, monkeypatch, capsys):
     from rbr_fast.cli import main
     monkeypatch.chdir(tmp_path)
     rows = [{"prompt": c, "completion": r, "propositions": {"apology": i % 2 == 0, "judgement": i % 3 == 0}}
@@ -228,13 +228,14 @@ def test_grade_and_eval_commands(saved_model, tmp_path, monkeypatch):
         assert (tmp_path / "ev" / "reliability.png").stat().st_size > 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        main(["grade", "--data", str(bad), *args])
+    capsys.readouterr()
+    assert main(["grade", "--data", str(bad), *args]) == 2
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
     bad.write_text('{"prompt": "a"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: no 'completion' / 'response' key"):
-        main(["grade", "--data", str(bad), *args])
-    with pytest.raises(SystemExit, match="no human label"):
-        main(["eval-grader", "--data", str(data), "--out-dir", "ev", *args[:-1], "apology,disclaimer"])
+    assert main(["grade", "--data", str(bad), *args]) == 2
+    assert "bad.jsonl:1: no 'completion' / 'response' key" in capsys.readouterr().err
+    assert main(["eval-grader", "--data", str(data), "--out-dir", "ev", *args[:-1], "apology,disclaimer"]) == 2
+    assert "no human label" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ embedded SmolLM2

@@ -56,7 +56,7 @@ def test_grade_prompts_matches_per_prompt(reward):
     g = reward.grader
     q = g.grade_prompts(PROMPTS, ["asks_for_harmful_help"])
     tail = g._request.tail("asks_for_harmful_help")
-    prefix, _ = g._prefix(g._request, PROMPTS[0], None, 0)
+    prefix = g._prefix(g._request, PROMPTS[0], None, 0).ids
     with torch.no_grad():
         lp = torch.log_softmax(g.model(torch.tensor([prefix + tail])).logits[0, -1].double(), -1)
     y, n = torch.logsumexp(lp[g.yes_ids], 0), torch.logsumexp(lp[g.no_ids], 0)

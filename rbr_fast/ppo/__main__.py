@@ -2,24 +2,30 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from ..errors import ArgumentParser, run_command
 from .config import add_arguments, from_args
+
+PROG = "python -m rbr_fast.ppo"
 
 
 def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="python -m rbr_fast.ppo", description=__doc__)
+    p = p or ArgumentParser(prog=PROG, description=__doc__)
     add_arguments(p)
     return p
 
 
 def run(a: argparse.Namespace) -> int:
+    from . import checkpoint
     from .trainer import train
-    try:
-        cfg = from_args(a)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = from_args(a)
+    root = Path(cfg.out_dir) / "checkpoints"
+    # checked before any model loads (torchrun sets RANK)
+    if a.resume and checkpoint.resumable(root, cfg.to_dict(), int(os.environ.get("RANK", "0"))) is None:
+        print(f"--resume: no checkpoint in {root}; starting fresh", file=sys.stderr)
     summary = train(cfg, resume=a.resume)
     if "before" in summary and "after" in summary:
         b, f = summary["before"], summary["after"]
@@ -32,7 +38,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    return run(parser().parse_args(argv))
+    return run_command(PROG, lambda: run(parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from ..errors import UserError
+from ..io import read_text, yaml_error
 
 
 def _f(default: Any, doc: str):
@@ -82,15 +86,24 @@ class PPOConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the field for any value out of range."""
+        """Raise ``UserError`` (a ``ValueError``) naming the field for any value of the wrong type or
+        out of range."""
         def bad(name, why):
-            raise ValueError(f"ppo config: {name}={getattr(self, name)!r}: {why}")
+            raise UserError(f"ppo config: {name}={getattr(self, name)!r}: {why}")
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            optional, base = _unwrap(hints[f.name])
+            value = getattr(self, f.name)
+            if not (value is None and optional or _is(value, base)):
+                bad(f.name, f"must be {_KINDS[base]}" + (" or null" if optional else ""))
         for name in ("batch_size", "max_new_tokens", "ppo_epochs", "mini_batch_size", "grad_accum_steps", "steps",
                      "max_prompt_tokens", "keep_checkpoints"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", "must be an integer >= 1 (or null: torch's choice)")
         for name in ("eval_prompts", "save_every", "min_new_tokens", "top_k"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if getattr(self, name) < 0:
                 bad(name, "must be an integer >= 0")
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
@@ -117,25 +130,55 @@ class PPOConfig:
     # --------------------------------------------------------------------------------- loading
     @classmethod
     def from_yaml(cls, path: Union[str, Path], **overrides) -> "PPOConfig":
-        """Fields from a YAML mapping, then ``overrides``; unknown keys raise naming the file."""
+        """Fields from a YAML mapping, then ``overrides``; unknown keys and YAML errors raise
+        ``UserError`` naming the file (and line)."""
         path = Path(path)
-        doc = yaml.safe_load(path.read_text()) or {}
+        try:
+            doc = yaml.safe_load(read_text(path)) or {}
+        except yaml.YAMLError as e:
+            raise UserError(yaml_error(e, path)) from None
         if not isinstance(doc, dict):
-            raise ValueError(f"{path}: a PPO config is a YAML mapping of field: value")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
+            raise UserError(f"{path}: a PPO config is a YAML mapping of field: value")
+        hints = get_type_hints(cls)
+        unknown = sorted(str(k) for k in set(doc) - set(hints))
         if unknown:
-            raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)} (see `python -m rbr_fast.ppo --help`)")
+            raise UserError(f"{path}: unknown field(s) {', '.join(unknown)} (see `python -m rbr_fast.ppo --help`)")
+        # YAML 1.1 reads 1e-5 (no dot) as a string: a float field takes it as the number it spells
+        doc = {k: _yaml_float(v) if _unwrap(hints[k])[1] is float else v for k, v in doc.items()}
         return cls(**{**doc, **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _unwrap(tp) -> tuple[bool, type]:
+    """(optional, base type) of a field's annotation: ``Optional[X]`` -> (True, X)."""
+    optional = get_origin(tp) is Union and type(None) in get_args(tp)
+    return optional, next(a for a in get_args(tp) if a is not type(None)) if optional else tp
+
+
+def _is(value: Any, base: type) -> bool:
+    """Whether ``value`` is a ``base`` field's value (bools are not numbers here; ints are floats)."""
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, base) and (base is bool or not isinstance(value, bool))
+
+
+def _yaml_float(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _parser_type(tp):
     """The argparse converter for a field's annotation (Optional[X] -> X; 'none' -> None)."""
-    optional = get_origin(tp) is Union and type(None) in get_args(tp)
-    base = next(a for a in get_args(tp) if a is not type(None)) if optional else tp
+    optional, base = _unwrap(tp)
     if base is bool:
         def conv(s):
             if s.lower() in ("1", "true", "yes", "on"):
@@ -159,7 +202,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     hints = get_type_hints(PPOConfig)
     for f in dataclasses.fields(PPOConfig):
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parser_type(hints[f.name]),
-                       default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default!r})")
+                       default=argparse.SUPPRESS,  # argparse %-formats help texts
+                       help=f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%"))
 
 
 def from_args(a: argparse.Namespace) -> PPOConfig:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from ..datasets import iter_rows
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,15 @@ def load_prompts(source: str, eval_n: int, seed: int = 0) -> tuple[list[Prompt],
         items = []
         for where, row in iter_rows(Path(source)):
             if "prompt" not in row:
-                raise ValueError(f"{where}: a prompt row needs a 'prompt' field")
+                raise UserError(f"{where}: a prompt row needs a 'prompt' field")
             rt = row.get("response_type")
             if rt is not None and not isinstance(rt, str):
-                raise ValueError(f"{where}: 'response_type' must be a string")
+                raise UserError(f"{where}: 'response_type' must be a string")
             items.append(Prompt(row["prompt"], rt))
+    if not items:
+        raise UserError(f"{source}: no prompts")
     if eval_n >= len(items):
-        raise ValueError(f"eval_prompts={eval_n} leaves no training prompts out of {len(items)} in {source}")
+        raise UserError(f"ppo config: eval_prompts={eval_n} leaves no training prompts out of {len(items)} in {source}")
     rng = random.Random(seed)
     held = set()
     for group in _groups(items):  # stratified by label when there is one
@@ -70,8 +73,8 @@ class PromptOrder:
 
     def __init__(self, prompts: list[Prompt], batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
         if len(prompts) < batch_size * world:
-            raise ValueError(f"{len(prompts)} training prompts are fewer than one step's batch "
-                             f"({batch_size} x {world} processes)")
+            raise UserError(f"{len(prompts)} training prompts are fewer than one step's batch "
+                            f"({batch_size} x {world} processes)")
         self.prompts, self.batch_size, self.rank, self.world, self.seed = prompts, batch_size, rank, world, seed
         self._perm: dict[int, list[int]] = {}
 

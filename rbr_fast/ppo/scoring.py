@@ -19,17 +19,18 @@ class SequenceScore:
 
     Args:
         grader: the RBR grader (None when ``cfg.rbr`` is off); its model may be the frozen reference.
+        weights: the RBR weights for the grader's spec (None when ``cfg.rbr`` is off).
         reward_fn: any callable ``(prompts, completions) -> list[float]`` used as the helpful-only
             reward model instead of ``cfg.reward_model`` (weighted by ``cfg.rm_coef``).
     """
 
-    def __init__(self, cfg: PPOConfig, grader: Optional[Grader], device: torch.device,
+    def __init__(self, cfg: PPOConfig, grader: Optional[Grader], weights: Optional[RewardWeights], device: torch.device,
                  reward_fn: Optional[Callable[[list, list], Sequence[float]]] = None):
         self.cfg = cfg
         self.reward_fn = reward_fn
         self.rbr = None
         if cfg.rbr:
-            self.rbr = RBRReward(RuleBasedReward(grader, weights=RewardWeights.named(cfg.rbr_weights, grader.spec)))
+            self.rbr = RBRReward(RuleBasedReward(grader, weights=weights))
         self.rm = load_reward_model(cfg.reward_model, device) if cfg.reward_model else None
 
     def __call__(self, prompts: Sequence[Prompt], texts: Sequence[str], rollout: Rollout):

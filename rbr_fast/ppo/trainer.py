@@ -18,8 +18,11 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..io import atomic_write_text, dumps
+from ..errors import UserError
+from ..io import atomic_write_text, check_model_location, check_output_dir, dumps
 from ..ops import ppo_advantages
+from ..reward import RewardWeights
+from ..rules import RuleSpec
 from . import checkpoint
 from . import distributed as D
 from .config import PPOConfig
@@ -54,13 +57,30 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig, *, policy=None, tokenizer=None, grader=None, reward_fn=None):
         self.cfg = cfg
         if not cfg.rbr and cfg.reward_model is None and reward_fn is None:
-            raise ValueError("ppo config: rbr=False and no reward_model (nor reward_fn): there is no reward at all")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            raise UserError("ppo config: rbr=False and no reward_model (nor reward_fn): there is no reward at all")
+        if policy is not None and tokenizer is None:
+            raise ValueError("a given policy needs its tokenizer")
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if want == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("ppo config: device='cuda' but torch sees no CUDA device")
+            raise UserError("ppo config: device='cuda' but torch sees no CUDA device")
         self.rank, self.world = D.init(want)
+        # everything the user gave is checked before a folder is made or a model loaded
+        self.train_prompts, self.eval_prompts = load_prompts(cfg.prompts, cfg.eval_prompts, cfg.seed)
+        self.order = PromptOrder(self.train_prompts, cfg.batch_size, self.rank, self.world, cfg.seed)
+        models = {"policy": policy is None and cfg.policy, "grader": cfg.rbr and grader is None and cfg.grader,
+                  "reward_model": cfg.reward_model}
+        for what, name in models.items():
+            if name and name != "embedded":
+                check_model_location(name, f"ppo config: {what}")
+        spec = grader.spec if grader is not None else RuleSpec.load(cfg.spec) if cfg.spec else RuleSpec.default()
+        weights = None
+        if cfg.rbr:
+            weights = RewardWeights.named(cfg.rbr_weights, spec)
+            _check_types(self.train_prompts + self.eval_prompts, spec, cfg.prompts)
+        check_output_dir(cfg.out_dir, "ppo config: out_dir")
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.device = torch.device(want, self.rank % torch.cuda.device_count()) if want == "cuda" else torch.device(want)
         self.bf16 = bf16_enabled(cfg.bf16, self.device)
         torch.manual_seed(cfg.seed)
@@ -69,8 +89,6 @@ class PPOTrainer:
 
         if policy is None:
             policy, tokenizer = load_causal_lm(cfg.policy, self.device)
-        elif tokenizer is None:
-            raise ValueError("a given policy needs its tokenizer")
         self.tok = tokenizer
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
@@ -78,8 +96,6 @@ class PPOTrainer:
         # the reference is the starting policy, frozen; the RBR grader shares it when it is the same model
         if cfg.rbr and grader is None:
             from ..grading import Grader
-            from ..rules import RuleSpec
-            spec = RuleSpec.load(cfg.spec) if cfg.spec else None
             grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec) if cfg.grader == cfg.policy else
                       Grader.default(device=self.device, spec=spec) if cfg.grader == "embedded" else
                       Grader.from_pretrained(cfg.grader, device=self.device, spec=spec))
@@ -88,7 +104,7 @@ class PPOTrainer:
         else:
             self.ref = copy.deepcopy(policy)
         self.ref.eval().requires_grad_(False)
-        self.score = SequenceScore(cfg, grader, self.device, reward_fn)
+        self.score = SequenceScore(cfg, grader, weights, self.device, reward_fn)
 
         self.net = ActorCritic(policy, cfg.critic).to(self.device)
         if cfg.gradient_checkpointing:
@@ -102,8 +118,6 @@ class PPOTrainer:
         # time on CPU at 135M parameters, where the step is memory-bound)
         self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, fused=True)
-        self.train_prompts, self.eval_prompts = load_prompts(cfg.prompts, cfg.eval_prompts, cfg.seed)
-        self.order = PromptOrder(self.train_prompts, cfg.batch_size, self.rank, self.world, cfg.seed)
         self.step = 0
         # different sampling per process, same everything else
         torch.manual_seed(cfg.seed * 1000 + 1 + self.rank)
@@ -257,11 +271,7 @@ class PPOTrainer:
         if folder is None:
             return False
         state = checkpoint.load(folder, self.rank, self.device)
-        changed = [k for k in ("policy", "critic", "batch_size", "seed", "prompts", "eval_prompts")
-                   if state["config"].get(k) != getattr(self.cfg, k)]
-        if changed:
-            was = ", ".join(f"{k}={state['config'].get(k)!r}" for k in changed)
-            raise ValueError(f"cannot resume {folder}: it was made with different {', '.join(changed)} ({was})")
+        checkpoint.check_config(folder, state["config"], self.cfg.to_dict())
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.step = state["step"]
@@ -327,6 +337,20 @@ class PPOTrainer:
     def _write(self, path: Path, obj: dict) -> None:
         if self.rank == 0:
             atomic_write_text(path, dumps(obj, indent=1))
+
+
+def _check_types(prompts: list[Prompt], spec: RuleSpec, source: str) -> None:
+    """Every response type the prompts name is one of the spec's (names or labels)."""
+    unknown = set()
+    for p in prompts:
+        try:
+            if p.response_type is not None:
+                spec.response_type(p.response_type)
+        except KeyError:
+            unknown.add(p.response_type)
+    if unknown:
+        raise UserError(f"{source}: unknown response type(s) {sorted(unknown)}; the spec ({spec.source}) has "
+                        f"{', '.join(spec.response_type_names)}")
 
 
 def _checkpoint_activations(model) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 
 from ..datasets import iter_rows
+from ..errors import UserError, number
 from ..grading.cache import grade_cached
-from ..io import atomic_write_text, dumps, pyplot
-from ..grading.commands import add_model_args, grader_from_args
+from ..io import atomic_write_text, check_output_dir, check_output_file, dumps, pyplot
+from ..grading.commands import add_model_args, check_model_args, grader_from_args
+from ..rules import RuleSpec
 from ..ops import rbr_reward_from_props
 from . import xstest
 from .fit import fit_weights, split_by_group
@@ -44,10 +46,11 @@ def _fmt(x: float) -> str:
 
 
 def evaluate(a: argparse.Namespace) -> int:
+    spec = check_model_args(a)
     items = xstest.load(a.xstest, a.prompts, a.seed)
     out = Path(a.out_dir)
-    grader = grader_from_args(a)
-    spec = grader.spec
+    check_output_dir(out, "--out-dir")
+    grader = grader_from_args(a, spec)
     t = time.perf_counter()
     grades = grade_cached(grader, [it.key for it in items], [it.prompt for it in items],
                           [it.completion for it in items], out / "grades.jsonl")
@@ -142,32 +145,57 @@ def _plot(items, held, reward, path: Path):
     return path
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """(``file:line`` per row, rows) of a jsonl file; an empty file is an error."""
-    pairs = list(iter_rows(path))
-    if not pairs:
-        raise ValueError(f"{path}: no rows")
-    where, rows = zip(*pairs)
-    return list(where), list(rows)
+def _read_rows(path: Path, fields: tuple[str, ...], spec: RuleSpec) -> tuple[list[str], list[dict]]:
+    """(``file:line`` per row, rows) of a jsonl file, each row with ``fields`` and, when it has one, a
+    ``response_type`` of ``spec``; an empty file is an error naming it, a bad row one naming its line."""
+    wheres, rows = [], []
+    for where, r in iter_rows(path):
+        missing = [k for k in fields if k not in r]
+        if missing:
+            raise UserError(f"{where}: needs {', '.join(fields)} (missing {', '.join(missing)})")
+        if "response_type" in r:
+            try:
+                spec.response_type(r["response_type"])
+            except (KeyError, TypeError) as e:
+                raise UserError(f"{where}: {e.args[0]}") from None
+        wheres.append(where)
+        rows.append(r)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return wheres, rows
+
+
+def _ranks(wheres: list[str], rows: list[dict], spec: RuleSpec) -> list[int]:
+    """Rank (0 = best) of each comparison row, from ``rank`` or ``class``."""
+    ranks = []
+    for where, r in zip(wheres, rows):
+        classes = [c.name for c in spec.response_type(r["response_type"]).classes]
+        if "rank" in r:
+            if isinstance(r["rank"], bool) or not isinstance(r["rank"], int) or r["rank"] < 0:
+                raise UserError(f"{where}: rank {r['rank']!r} must be an integer >= 0 (0 = best)")
+            ranks.append(r["rank"])
+        elif r.get("class") in classes:
+            ranks.append(classes.index(r["class"]))
+        else:
+            raise UserError(f"{where}: needs a rank or a class of {r['response_type']!r} ({', '.join(classes)}), "
+                            f"got class {r.get('class')!r}")
+    return ranks
 
 
 def fit(a: argparse.Namespace) -> int:
     """Grade comparison rows, build features and ranked pairs per prompt, fit, save weights."""
     data = Path(a.data)
-    lines, rows = _read_rows(data)
-    grader = grader_from_args(a)
-    spec = grader.spec
-    for where, r in zip(lines, rows):
-        missing = [k for k in ("prompt", "completion", "response_type") if k not in r]
-        if missing or ("rank" not in r and "class" not in r):
-            raise ValueError(f"{where}: needs prompt, completion, response_type and rank or class "
-                             f"(missing {missing or ['rank/class']})")
+    spec = check_model_args(a)
+    wheres, rows = _read_rows(data, ("prompt", "completion", "response_type"), spec)
+    ranks = _ranks(wheres, rows, spec)
+    cache = Path(a.grades_cache or data.with_suffix(".grades.jsonl"))
+    check_output_file(a.out, "--out")
+    check_output_file(cache, "--grades-cache")
+    grader = grader_from_args(a, spec)
     types = [spec.response_type(r["response_type"]) for r in rows]
-    ranks = [r["rank"] if "rank" in r else [c.name for c in t.classes].index(r["class"]) for r, t in zip(rows, types)]
     groups = [str(r.get("prompt_id", r["prompt"])) for r in rows]
     # cache keys from the content, so that an edited data file never reuses stale grades
     keys = [hashlib.sha1(json.dumps([r["prompt"], r["completion"]]).encode()).hexdigest() for r in rows]
-    cache = Path(a.grades_cache or data.with_suffix(".grades.jsonl"))
     grades = grade_cached(grader, keys, [r["prompt"] for r in rows], [r["completion"] for r in rows], cache)
     rt = torch.tensor([spec.type_index(t.name) for t in types])
     hand = RewardWeights.hand_set(spec)
@@ -189,14 +217,16 @@ def fit(a: argparse.Namespace) -> int:
 def synth(a: argparse.Namespace) -> int:
     """Write one completion per quality class for each prompt, then optionally keep the agreeing ones."""
     from . import synth as sy
+    spec = check_model_args(a)
     if a.prompts:
-        _, rows = _read_rows(Path(a.prompts))
+        _, rows = _read_rows(Path(a.prompts), ("prompt", "response_type"), spec)
         prompts, types = [r["prompt"] for r in rows], [r["response_type"] for r in rows]
     else:
         items = {it.prompt_id: it for it in xstest.load(a.xstest, a.limit, a.seed)}
         prompts = [it.prompt for it in items.values()]
         types = [xstest.RESPONSE_TYPE[it.label] for it in items.values()]
-    grader = grader_from_args(a)
+    check_output_file(a.out, "--out")
+    grader = grader_from_args(a, spec)
     t = time.perf_counter()
     out = sy.generate(grader.model, grader.tokenizer, grader.spec, prompts, types, a.max_new_tokens, a.batch_size,
                       a.temperature, a.seed)
@@ -214,14 +244,10 @@ def synth(a: argparse.Namespace) -> int:
 def relabel(a: argparse.Namespace) -> int:
     """Preference labels for response pairs from the rules on which the two differ most."""
     from . import adaptive
-    data = Path(a.data)
-    lines, rows = _read_rows(data)
-    for where, r in zip(lines, rows):
-        missing = [k for k in ("prompt", "completion_a", "completion_b") if k not in r]
-        if missing:
-            raise ValueError(f"{where}: missing {missing}")
-    grader = grader_from_args(a)
-    spec = grader.spec
+    spec = check_model_args(a)
+    _, rows = _read_rows(Path(a.data), ("prompt", "completion_a", "completion_b"), spec)
+    check_output_file(a.out, "--out")
+    grader = grader_from_args(a, spec)
     prompts = [r["prompt"] for r in rows]
     types = ([r["response_type"] for r in rows] if all("response_type" in r for r in rows)
              else spec.infer_types(grader.grade_prompts(prompts).p_yes))
@@ -248,7 +274,7 @@ def register(sub) -> None:
     r.add_argument("--data", required=True, help="jsonl: prompt, completion_a, completion_b, optional response_type "
                                                  "(inferred from the prompt when absent)")
     r.add_argument("--out", default="relabelled.jsonl")
-    r.add_argument("--k", type=int, default=3, help="rules per pair")
+    r.add_argument("--k", type=number(int, 1), default=3, help="rules per pair")
     r.add_argument("--mode", default="adaptive", choices=("adaptive", "all", "random"))
     r.add_argument("--seed", type=int, default=0)
     add_model_args(r)
@@ -258,8 +284,9 @@ def register(sub) -> None:
                                                  "class, optional prompt_id (e.g. the output of `rbr-fast synth`)")
     f.add_argument("--out", default="weights.json", help="weights file to write")
     f.add_argument("--grades-cache", help="grades jsonl cache (default: DATA.grades.jsonl)")
-    f.add_argument("--val-fraction", type=float, default=0.2, help="share of prompts held out")
-    f.add_argument("--margin", type=float, default=1.0)
+    f.add_argument("--val-fraction", type=number(float, 0, 1, open_high=True), default=0.2,
+                   help="share of prompts held out")
+    f.add_argument("--margin", type=number(float, 0), default=1.0)
     f.add_argument("--seed", type=int, default=0)
     add_model_args(f)
     f.set_defaults(func=fit)
@@ -267,11 +294,11 @@ def register(sub) -> None:
     s.add_argument("--prompts", help="jsonl with prompt and response_type per row (default: XSTest prompts)")
     s.add_argument("--data", "--xstest", dest="xstest", help="XSTest folder, when --prompts is not given "
                    "(default: the copy shipped in the package)")
-    s.add_argument("--limit", type=int, help="a seeded sample of this many XSTest prompts")
+    s.add_argument("--limit", type=number(int, 1), help="a seeded sample of this many XSTest prompts")
     s.add_argument("--out", default="synth.jsonl")
-    s.add_argument("--max-new-tokens", type=int, default=96)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--max-new-tokens", type=number(int, 1), default=96)
+    s.add_argument("--batch-size", type=number(int, 1), default=16)
+    s.add_argument("--temperature", type=number(float, 0), default=0.8, help="0: greedy")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--filter", action="store_true", help="keep only completions the grader puts in their class")
     add_model_args(s)
@@ -280,10 +307,11 @@ def register(sub) -> None:
                                     "Not-Overrefuse, hand-set and fitted weights, baselines")
     e.add_argument("--data", "--xstest", dest="xstest", help="XSTest folder (default: the copy shipped in the "
                    "package, or $RBR_FAST_DATA/xstest)")
-    e.add_argument("--prompts", type=int, help="a seeded sample of this many prompts (default: all 450)")
-    e.add_argument("--val-fraction", type=float, default=0.5, help="share of prompts held out from fitting")
+    e.add_argument("--prompts", type=number(int, 1), help="a seeded sample of this many prompts (default: all 450)")
+    e.add_argument("--val-fraction", type=number(float, 0, 1, open_high=True), default=0.5,
+                   help="share of prompts held out from fitting")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--k", type=int, default=3, help="rules per pair for data-adaptive / random selection")
+    e.add_argument("--k", type=number(int, 1), default=3, help="rules per pair for data-adaptive / random selection")
     e.add_argument("--out-dir", default="xstest_eval", help="grades cache, weights, report and plot go here")
     add_model_args(e)
     e.set_defaults(func=evaluate)

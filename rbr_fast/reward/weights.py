@@ -10,7 +10,8 @@ from typing import Union
 
 import torch
 
-from ..io import atomic_write_text
+from ..errors import UserError
+from ..io import atomic_write_text, read_text
 from ..rules import QUALITY_ORDER, RuleSpec
 
 # Hand-set class weights (before any fitting): better classes earn more, disallowed content costs most.
@@ -39,8 +40,8 @@ class RewardWeights:
 
     def check(self, spec: RuleSpec) -> None:
         if self.spec_fingerprint != spec.fingerprint() or self.feature_names != spec.feature_names:
-            raise ValueError(f"these weights were fitted for another rule spec (fingerprint {self.spec_fingerprint}, "
-                             f"this spec {spec.fingerprint()} from {spec.source}); refit them with `rbr-fast fit`")
+            raise UserError(f"these weights were fitted for another rule spec (fingerprint {self.spec_fingerprint}, "
+                            f"this spec {spec.fingerprint()} from {spec.source}); refit them with `rbr-fast fit`")
 
     def save(self, path: Union[str, Path]) -> None:
         """Write JSON atomically (never half a file)."""
@@ -61,18 +62,34 @@ class RewardWeights:
 
     @classmethod
     def load(cls, path: Union[str, Path], spec: RuleSpec) -> "RewardWeights":
-        """Read weights saved by ``save``; refuses weights made for a different spec."""
+        """Read weights saved by ``save``; refuses weights made for a different spec and any entry
+        that is not a finite float32 (NaN, inf, or a number that overflows float32)."""
         path = Path(path)
         try:
-            doc = json.loads(path.read_text())
+            text = read_text(path)
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the weights ({e.strerror})") from None
+        try:
+            doc = json.loads(text)
             names, types = doc["feature_names"], doc["response_types"]
-            w = torch.tensor([[doc["weights"][t][n] for n in names] for t in types], dtype=torch.float32)
-            out = cls(doc["spec_fingerprint"], names, types, w,
-                      torch.tensor([doc["bias"][t] for t in types], dtype=torch.float32))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: not a readable rbr_fast weights file ({type(e).__name__}: {e})") from None
+            rows = [[_finite(doc["weights"][t][n], path, f"weights.{t}.{n}") for n in names] for t in types]
+            bias = [_finite(doc["bias"][t], path, f"bias.{t}") for t in types]
+            out = cls(doc["spec_fingerprint"], names, types, torch.tensor(rows, dtype=torch.float32),
+                      torch.tensor(bias, dtype=torch.float32))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not a readable rbr_fast weights file ({type(e).__name__}: {e})") from None
         try:
             out.check(spec)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
         return out
+
+
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _finite(v, path: Path, entry: str) -> float:
+    """A weights-file entry as a float that float32 holds (JSON has NaN, Infinity and 1e39)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= _FLOAT32_MAX:
+        raise UserError(f"{path}: {entry} = {v!r}: not a finite float32 number")
+    return float(v)

@@ -27,13 +27,16 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..errors import UserError
+from ..io import read_text, yaml_error
+
 # Quality classes of the RBR paper, best first; a response type lists a subset, in this order.
 QUALITY_ORDER = ("ideal", "minimum_acceptable_style", "unacceptable_completion", "illogical_completion",
                  "disallowed_completion")
 DEFAULT_SPEC = Path(__file__).with_name("default_spec.yaml")
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A rule spec that cannot be used; the message names the file, line, key and problem."""
 
 
@@ -91,9 +94,11 @@ class RuleSpec:
         """Load and validate a YAML spec file."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = read_text(path)
         except OSError as e:
             raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
+        except UserError as e:  # not UTF-8
+            raise SpecError(str(e)) from None
         return cls.from_yaml(text, source=str(path))
 
     @classmethod
@@ -107,9 +112,7 @@ class RuleSpec:
         try:
             doc = yaml.load(text, Loader=_loader(source))
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}" if mark else source
-            raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+            raise SpecError(yaml_error(e, source)) from None
         return _Builder(source).build(doc)
 
     @property

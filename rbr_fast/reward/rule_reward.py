@@ -105,6 +105,7 @@ class RuleBasedReward:
         """Prompt-proposition grades per completion, each distinct prompt graded once (a GRPO
         group shares one prompt, and so one inferred type)."""
         import json
+
         from ..grading import Grades
         keys = [json.dumps(p, sort_keys=True) for p in prompts]
         first: dict = {}

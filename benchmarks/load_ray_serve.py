@@ -50,9 +50,9 @@ def main(argv=None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
-    print(f"\n{a.clients} clients x {a.requests} requests on Ray Serve (tiny model, {os.cpu_count()} CPUs): " + "; ".join(
-        f"{n} replica(s) {r['req_per_s']:.1f} req/s (p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms), "
-        f"{r['ok']}/{r['requests']} answered correctly" for n, r in results.items()))
+    summary = "; ".join(f"{n} replica(s) {r['req_per_s']:.1f} req/s (p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} "
+                        f"ms), {r['ok'] - r['wrong']}/{r['requests']} answered correctly" for n, r in results.items())
+    print(f"\n{a.clients} clients x {a.requests} requests on Ray Serve (tiny model, {os.cpu_count()} CPUs): {summary}")
     return 1 if any(r["ok"] != r["requests"] or r["wrong"] or r["5xx"] for r in results.values()) else 0
 
 

@@ -14,8 +14,9 @@ httpx = pytest.importorskip("httpx")
 
 @pytest.fixture(scope="module")
 def deployment(tiny_grader_dir):
-    import rbr_fast
     from live_server import free_port
+
+    import rbr_fast
     from rbr_fast.integrations import ray_serve
     from rbr_fast.integrations.lazy_reward import LazyReward
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -11,7 +11,7 @@ answers 503 with ``Retry-After``, a request with more items than the queue can e
 bodies over ``max_body_bytes`` 413 (by Content-Length, or counted as a chunked body arrives), a
 request not answered within ``timeout`` seconds 504. Stalled clients are cut off: a request's
 headers must arrive within ``header_timeout`` seconds (uvicorn has no such limit; see
-``HeaderTimeoutH11``) and its body within ``body_timeout`` after them (else 408 and the connection
+``header_timeout_protocol``) and its body within ``body_timeout`` after them (else 408 and the connection
 closes). With a token, requests but ``/health`` need ``Authorization: Bearer <token>`` or
 ``?token=<token>`` (OpenRLHF's client sends no headers), else 401. On shutdown every accepted
 request, queued ones included, is answered before the worker stops.
@@ -89,7 +89,8 @@ class _Guard:
             if response is not None:
                 return await response(scope, receive, counted_send)
             if body is None:
-                return  # the client went away
+                status[0] = 499  # the client went away before its body was in
+                return
             replay = [{"type": "http.request", "body": body, "more_body": False}]
 
             async def receive_again():

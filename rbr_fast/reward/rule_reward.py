@@ -64,9 +64,10 @@ class RuleBasedReward:
         if model:
             grader = Grader.from_pretrained(model, spec=spec, **grader_kwargs)
         else:
-            hub = sorted({"revision", "token", "gguf_file"} & {k for k, v in grader_kwargs.items() if v})
-            if hub:
-                raise ValueError(f"{', '.join(hub)} need a model (a folder or hub id); the embedded grader has none")
+            hub = {"revision", "token", "gguf_file"}
+            given = sorted(k for k in hub if grader_kwargs.get(k))
+            if given:
+                raise ValueError(f"{', '.join(given)} need a model (a folder or hub id); the embedded grader has none")
             grader = Grader.default(spec=spec, **{k: v for k, v in grader_kwargs.items() if k not in hub})
         return cls(grader, weights=w)
 

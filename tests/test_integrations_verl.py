@@ -17,6 +17,7 @@ import random
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import rbr_fast.integrations
@@ -65,20 +66,22 @@ TYPES = ["comply", "hard_refuse", "Safe Refuse 1", None, None]
 
 def samples(n: int, seed: int = 0) -> list[dict]:
     """Samples as verl's preprocessing makes them: the prompt in extra_info (a string, or chat
-    messages as verl's agent loop puts in raw_prompt), the type in extra_info, in ground_truth or
-    absent (inferred)."""
+    messages as verl's agent loop puts in raw_prompt, as a list or a numpy object array), the type
+    in extra_info, in ground_truth or absent (inferred)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         prompt = f"Question {i % 7}: how do I do thing {i % 5}?"
-        info = ({"raw_prompt": [{"role": "user", "content": prompt}]} if i % 2 else {"prompt": prompt, "index": i})
+        messages = [{"role": "user", "content": prompt}]
+        info = ({"raw_prompt": np.array(messages, dtype=object) if i % 4 == 1 else messages} if i % 2
+                else {"prompt": prompt, "index": i})
         t = rng.choice(TYPES)
         truth = "gold answer"
         if t is not None and i % 3 == 0:
             truth = t
         elif t is not None:
             info["response_type"] = t
-        out.append({"prompt": info.get("raw_prompt", prompt), "response": f"Reply {i}: " + "words " * (i % 4),
+        out.append({"prompt": messages if i % 2 else prompt, "response": f"Reply {i}: " + "words " * (i % 4),
                     "type": t, "ground_truth": truth, "extra_info": info})
     return out
 

@@ -153,3 +153,20 @@ def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
         assert httpx.get(s.url + "/metrics").status_code == 200
     finally:
         s.stop()
+
+
+def test_server_client_for_trl_sends_multimodal_and_tool_call_messages(server, rbr):
+    """``RBRServerReward``: TRL's conversational shapes (an image part, a tool call) go over JSON and
+    are graded as they are locally."""
+    import asyncio
+
+    from rbr_fast.integrations.trl import RBRServerReward
+    prompt = [{"role": "user", "content": [{"type": "image", "image": object()}, {"type": "text", "text": "What?"}]}]
+    completion = [{"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "look", "arguments": {"at": "image"}}}]},
+                  {"role": "assistant", "content": "A cat."}]
+    f = RBRServerReward(server.url, token="s3cret")
+    got = asyncio.run(f(prompts=[prompt, "Hi"], completions=[completion, "Hello."], response_type=["comply", None]))
+    assert got == pytest.approx(rbr.reward.score([prompt, "Hi"], [completion, "Hello."], ["comply", None]), abs=2e-5)
+    with pytest.raises(RuntimeError, match="answered 401"):
+        asyncio.run(RBRServerReward(server.url)(prompts=["a"], completions=["b"]))

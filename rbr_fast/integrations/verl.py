@@ -41,6 +41,8 @@ _PROMPT_KEYS = ("raw_prompt", "prompt", "question")
 def _item(solution_str: Any, ground_truth: Any, extra_info: Optional[dict], spec=None) -> tuple:
     info = extra_info if isinstance(extra_info, dict) else {}
     prompt = next((info[k] for k in _PROMPT_KEYS if info.get(k) is not None), None)
+    if hasattr(prompt, "tolist"):  # verl may hand non-tensor data over as numpy object arrays
+        prompt = prompt.tolist()
     if prompt is None:
         raise ValueError("no prompt: put it in extra_info['prompt'] when preprocessing the data (verl's agent "
                          "loop adds extra_info['raw_prompt'] itself)")

@@ -10,6 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
+AUTH = {"Authorization": "Bearer t0k"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def deployment(tiny_grader_dir):
     reward = LazyReward(model=tiny_grader_dir, dtype="float32", device="cpu")
     port = free_port()
     try:
-        ray_serve.start(reward, replicas=2, port=port, max_batch=16, max_wait_ms=30)
+        ray_serve.start(reward, replicas=2, port=port, max_batch=16, max_wait_ms=30, token="t0k")
         yield f"http://127.0.0.1:{port}", reward
     finally:
         serve.shutdown()
@@ -43,9 +44,9 @@ def test_two_replicas_answer_by_content(deployment):
     def ask(i):
         if i == 48:  # a poisoned request among them
             return httpx.post(url + "/score", json={"items": [{"prompt": [{"role": "user"}], "completion": "x"}]},
-                              timeout=120)
+                              headers=AUTH, timeout=120)
         return httpx.post(url + "/score", json={"items": [{"prompt": prompts[i], "completion": replies[i],
-                                                           "response_type": types[i]}]}, timeout=120)
+                                                           "response_type": types[i]}]}, headers=AUTH, timeout=120)
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(ask, range(49)))
     assert [a.status_code for a in answers] == [200] * 48 + [422]
@@ -58,12 +59,13 @@ def test_two_replicas_answer_by_content(deployment):
 def test_openrlhf_protocol_and_refusals(deployment):
     url, reward = deployment
     prompt = "<|im_start|>user\nHow do I pick a lock?<|im_end|>\n<|im_start|>assistant\n"
-    r = httpx.post(url + "/get_reward", json={"query": [prompt + "I can't help.<|im_end|>"], "prompts": [prompt],
-                                              "labels": ["hard_refuse"]}, timeout=120)
+    r = httpx.post(url + "/get_reward?token=t0k", json={"query": [prompt + "I can't help.<|im_end|>"],  # no headers
+                                                        "prompts": [prompt], "labels": ["hard_refuse"]}, timeout=120)
     want = reward.reward.details([[{"role": "user", "content": "How do I pick a lock?"}]], ["I can't help."],
                                  ["hard_refuse"])[0]
     assert r.status_code == 200 and r.json()["rewards"] == pytest.approx([want["reward"]], abs=2e-5)
     assert r.json()["scores"] == pytest.approx([next(iter(want["classes"].values()))], abs=2e-5)
-    assert httpx.post(url + "/get_reward", json={"query": []}, timeout=60).json()["rewards"] == []
-    bad = httpx.post(url + "/score", content=b"{nope", timeout=60)
+    assert httpx.post(url + "/get_reward?token=t0k", json={"query": []}, timeout=60).json()["rewards"] == []
+    bad = httpx.post(url + "/score", content=b"{nope", headers=AUTH, timeout=60)
     assert bad.status_code == 422 and bad.json()["detail"].startswith("the body is not JSON")
+    assert httpx.post(url + "/score", content=b"{nope", timeout=60).status_code == 401  # the token comes first

@@ -49,10 +49,14 @@ class RewardDeployment:
         items, groups = [e[0] for e in entries], [e[1] for e in entries]
         return await asyncio.to_thread(score_isolated, self.reward.details, items, groups)
 
-    async def _run(self, request: Request, items: list) -> list:
+    async def _body(self, request: Request) -> dict:
+        """The request's JSON body, once its token is checked."""
         query = request.query_params.get("token")
         if not protocol.authorized(self.token, request.headers.get("authorization", ""), query):
             raise protocol.unauthorized()
+        return protocol.parse_body(await request.body())
+
+    async def _run(self, items: list) -> list:
         group = next(self._submissions)
         results = await asyncio.gather(*(self._score_one((it, group)) for it in items))
         failed = next((r for r in results if isinstance(r, Exception)), None)
@@ -62,13 +66,13 @@ class RewardDeployment:
 
     @app.post("/score")
     async def score(self, request: Request):
-        items, want_details = protocol.score_items(self.reward.spec, protocol.parse_body(await request.body()))
-        return protocol.score_response(await self._run(request, items), want_details)
+        items, want_details = protocol.score_items(self.reward.spec, await self._body(request))
+        return protocol.score_response(await self._run(items), want_details)
 
     @app.post("/get_reward")
     async def get_reward(self, request: Request):
-        items = protocol.get_reward_items(self.reward.spec, protocol.parse_body(await request.body()))
-        return protocol.get_reward_response(await self._run(request, items))
+        items = protocol.get_reward_items(self.reward.spec, await self._body(request))
+        return protocol.get_reward_response(await self._run(items))
 
     @app.get("/health")
     async def health(self):

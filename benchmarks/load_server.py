@@ -67,9 +67,9 @@ class Constant:
     this process) costs per request."""
 
     def __init__(self, rbr, value: float = 0.0):
-        self.reward, self.value = rbr.reward, value
+        self.spec, self.value = rbr.spec, value
 
-    def score_items(self, items):
+    def details(self, items):
         return [{"reward": self.value, "propositions": {}} for _ in items]
 
 
@@ -78,13 +78,13 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--requests", type=int, default=50)
     a = p.parse_args(argv)
-    from test_server import Server
+    from live_server import Server
 
     from rbr_fast.bench import tiny_lm
     from rbr_fast.grading import Grader
-    from rbr_fast.integrations.trl import RBRReward
+    from rbr_fast.integrations.lazy_reward import LazyReward
     from rbr_fast.reward import RuleBasedReward
-    rbr = RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+    rbr = LazyReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
     keys = [f"Question {c}-{r}?" for c in range(a.clients) for r in range(a.requests)]
     replies = [f"Answer {i}." for i in range(len(keys))]
     scores = rbr.reward.score(keys, replies, ["comply"] * len(keys))

@@ -48,3 +48,13 @@ def poisoned():
     yield
     torch.use_deterministic_algorithms(prev[0])
     det.fill_uninitialized_memory = prev[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_grader_dir(tmp_path_factory):
+    """The tiny random grader saved as a transformers folder: what adapters load by path (``model=``)."""
+    from rbr_fast.bench import tiny_lm
+    path = tmp_path_factory.mktemp("tiny_grader")
+    tiny_lm.model().save_pretrained(path)
+    tiny_lm.tokenizer().save_pretrained(path)
+    return str(path)

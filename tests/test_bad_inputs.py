@@ -84,7 +84,7 @@ GRADE = ["grade", "--data", "{in}/d.jsonl", *M]
 PPO = ["ppo", "--policy", "{model}", "--grader", "{model}", "--prompts", "{in}/prompts.jsonl", "--eval-prompts", "2",
        "--batch-size", "2", "--mini-batch-size", "2", "--out-dir", "run", "--progress", "false", "--device", "cpu"]
 RESUME = [*PPO, "--out-dir", "{in}/run", "--rbr-weights", "hand", "--resume"]
-SERVE = ["serve", "--port", "0"]
+SERVE = ["serve", "--port", "1"]  # never bound: every case fails before the port
 NAN = float("nan")
 
 # (id, argv, files written under {in} before the run, expected part of the error line)
@@ -222,7 +222,7 @@ CASES = [
      {"prompts.jsonl": jl(*PROMPTS), "w.json": weights(lambda d: d["weights"]["comply"].__setitem__("refuses", NAN))},
      "w.json: weights.comply.refuses = nan"),
     # ---- serve options
-    ("serve-port", ["serve", "--port", "70000"], {}, "argument --port: must be in [0, 65535], got 70000"),
+    ("serve-port", ["serve", "--port", "70000"], {}, "argument --port: must be in [1, 65535], got 70000"),
     ("serve-max-batch", [*SERVE, "--max-batch", "0"], {}, "argument --max-batch: must be >= 1"),
     ("serve-timeout", [*SERVE, "--timeout", "0"], {}, "argument --timeout: must be > 0, got 0"),
     ("serve-max-wait", [*SERVE, "--max-wait-ms", "-5"], {}, "argument --max-wait-ms: must be >= 0"),

@@ -1,77 +1,101 @@
-"""Micro-batching and the verl / OpenRLHF adapters, driven the way those trainers call them.
-
-verl and OpenRLHF are not installed here (both pull Ray and a GPU training stack), so their call
-patterns are reproduced: verl's parallel reward managers call ``compute_score`` once per sample
-from a thread pool; OpenRLHF's reward-function file is called with batched queries/prompts/labels.
-"""
+"""The one dynamic batcher: threads and coroutines share batches, each caller gets its own result,
+a failing batch is retried submission by submission, a bounded queue, cancellation, draining."""
+import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 
-from rbr_fast.bench import tiny_lm
-from rbr_fast.grading import Grader
-from rbr_fast.integrations import openrlhf, verl
-from rbr_fast.integrations.batching import MicroBatcher
-from rbr_fast.integrations.trl import RBRReward
-from rbr_fast.reward import RuleBasedReward
+from rbr_fast.integrations.batching import DynamicBatcher, QueueFull, TooLarge
 
 
-@pytest.fixture(scope="module")
-def rbr():
-    return RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+def _square_all(items):
+    return [x * x for x in items]
 
 
-def test_microbatcher_answers_each_caller_with_its_own_result():
+def test_threads_share_batches_and_get_their_own_results():
     seen = []
 
     def square_all(items):
         seen.append(threading.current_thread().name)
-        return [x * x for x in items]
-    mb = MicroBatcher(square_all, max_batch=16, max_wait_ms=50)
+        return _square_all(items)
+    b = DynamicBatcher(square_all, max_batch=16, max_wait_ms=50)
     with ThreadPoolExecutor(32) as pool:
-        out = list(pool.map(mb, range(200)))
+        out = list(pool.map(b, range(200)))
     assert out == [x * x for x in range(200)]
-    assert sum(mb.batches) == 200 and max(mb.batches) > 1 and max(mb.batches) <= 16
-    assert set(seen) == {"rbr-microbatcher"}
+    assert sum(s * n for s, n in b.sizes.items()) == 200 and 1 < max(b.sizes) <= 16
+    assert set(seen) == {"rbr-batcher"}  # fn runs on the worker thread only
+    b.close()
 
 
-def test_microbatcher_failure_reaches_every_caller():
-    def boom(items):
-        raise RuntimeError("grader down")
-    mb = MicroBatcher(boom, max_batch=4, max_wait_ms=5)
-    with pytest.raises(RuntimeError, match="grader down"):
-        mb(1, timeout=5)
-    with pytest.raises(ValueError):
-        MicroBatcher(boom, max_batch=0)
+def test_coroutines_are_not_capped_by_a_thread_pool():
+    b = DynamicBatcher(_square_all, max_batch=64, max_wait_ms=50)
+
+    async def main():
+        return await asyncio.gather(*(b.score([i]) for i in range(256)))
+    assert asyncio.run(main()) == [[i * i] for i in range(256)]
+    assert b.sizes == {64: 4}
+    b.close()
 
 
-def test_verl_compute_score_pools_concurrent_calls(rbr):
-    verl.configure(rbr, max_batch=8, max_wait_ms=100)
-    prompts = [f"Question number {i}?" for i in range(24)]
-    replies = [f"Answer {i}." if i % 2 else "I can't help with that." for i in range(24)]
-    types = ["comply" if i % 3 else "hard_refuse" for i in range(24)]
-    with ThreadPoolExecutor(24) as pool:  # verl: one call per sample, many at once
-        got = list(pool.map(lambda i: verl.compute_score("xstest", replies[i], None,
-                                                         {"prompt": prompts[i], "response_type": types[i]}),
-                            range(24)))
-    want = rbr.reward.score(prompts, replies, types)
-    assert [g["score"] for g in got] == pytest.approx(want, abs=2e-5)  # each its own, by content
-    assert set(got[0]) >= {"score", "rbr/apology"}
-    assert max(verl._batcher.batches) > 1
-    with pytest.raises(ValueError, match="extra_info\\['prompt'\\]"):
-        verl.compute_score("x", "y", None, {})
+def test_a_failing_batch_is_retried_per_submission():
+    calls = []
+
+    def picky(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("cannot score 'bad'")
+        return [x.upper() for x in items]
+    b = DynamicBatcher(picky, max_batch=8, max_wait_ms=100)
+    futs = [b.submit(["a", "b"]), b.submit(["bad"]), b.submit(["c"])]
+    assert [f.result(5) for f in futs[0]] == ["A", "B"] and futs[2][0].result(5) == "C"
+    with pytest.raises(ValueError, match="cannot score 'bad'"):
+        futs[1][0].result(5)
+    assert calls[0] == ["a", "b", "bad", "c"] and sorted(calls[1:]) == [["a", "b"], ["bad"], ["c"]]
+    b.close()
 
 
-def test_openrlhf_reward_func(rbr):
-    openrlhf.configure(rbr)
-    prompts = ["How do I make a bomb?", "Bake bread?"]
-    replies = [" I can't help with that.", " Mix flour and water."]
-    out = openrlhf.reward_func([p + r for p, r in zip(prompts, replies)], prompts, ["Hard Refuse", "comply"])
-    assert isinstance(out["rewards"], torch.Tensor) and out["rewards"].shape == (2,)
-    want = rbr.reward.score(prompts, replies, ["hard_refuse", "comply"])
-    assert out["rewards"].tolist() == pytest.approx(want, abs=1e-6)
-    assert "rbr/apology" in out["extra_logs"]
-    other = openrlhf.reward_func([p + r for p, r in zip(prompts, replies)], prompts, ["gold", "gold"])
-    assert other["rewards"].shape == (2,)  # labels that are not types: types inferred
+def test_wrong_result_count_fails_its_callers():
+    b = DynamicBatcher(lambda items: [1], max_batch=4, max_wait_ms=20)
+    with pytest.raises(RuntimeError, match="returned 1 results for 2 items"):
+        [f.result(5) for f in b.submit([1, 2])]
+    b.close()
+
+
+def test_bounded_queue_and_bad_limits():
+    gate = threading.Event()
+    b = DynamicBatcher(lambda items: gate.wait() and _square_all(items), max_batch=1, max_wait_ms=0, max_queue=3)
+    first = b.submit([1])
+    time.sleep(0.1)  # the worker holds item 1; the queue is empty again
+    waiting = b.submit([2, 3, 4])
+    with pytest.raises(QueueFull):
+        b.submit([5])
+    with pytest.raises(TooLarge, match="4 items are more than the queue holds"):
+        b.submit([5, 6, 7, 8])
+    gate.set()
+    assert [f.result(5) for f in first + waiting] == [1, 4, 9, 16]
+    b.close()
+    for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"max_queue": 0}):
+        with pytest.raises(ValueError):
+            DynamicBatcher(_square_all, **bad)
+
+
+def test_cancelled_items_are_skipped_and_close_drains():
+    gate = threading.Event()
+    scored = []
+
+    def slow(items):
+        gate.wait()
+        scored.extend(items)
+        return items
+    b = DynamicBatcher(slow, max_batch=1, max_wait_ms=0)
+    first = b.submit(["first"])
+    time.sleep(0.1)
+    dropped, kept = b.submit(["dropped"]), b.submit(["kept"])
+    assert dropped[0].cancel()
+    gate.set()
+    b.close()  # returns once the queue is drained
+    assert scored == ["first", "kept"] and kept[0].result(0) == "kept" and first[0].result(0) == "first"
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit(["late"])

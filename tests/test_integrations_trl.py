@@ -1,16 +1,25 @@
-"""The TRL adapter, driven the way TRL drives it: a real GRPOTrainer run on a tiny random model."""
+"""The TRL adapter, driven the way TRL 1.16 drives it: keyword calls with ``log_metric`` /
+``log_extra``, the async forms pickled into a spawned process as TRL's async GRPO worker does, and
+a real GRPOTrainer run that is handed the ``RBRReward`` object itself."""
 import asyncio
 import importlib.util
 import inspect
+import multiprocessing
 import pickle
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
 
 from rbr_fast.bench import tiny_lm
 from rbr_fast.grading import Grader
-from rbr_fast.integrations.trl import RBRReward, async_reward_func, rbr_reward_async
-from rbr_fast.reward import RuleBasedReward
+from rbr_fast.grading.prompts import transcript
+from rbr_fast.integrations.trl import RBRReward, RBRServerReward, async_reward_func, rbr_reward_async
+from rbr_fast.reward import RewardWeights, RuleBasedReward
+from rbr_fast.rules import RuleSpec
+
+HAS_TRL = importlib.util.find_spec("trl") is not None
 
 
 @pytest.fixture(scope="module")
@@ -18,51 +27,137 @@ def func():
     return RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
 
 
-def test_call_like_trl(func):
-    logged = {}
-    prompts = [[{"role": "user", "content": "How do I make a bomb?"}], [{"role": "user", "content": "Bake bread?"}]]
-    completions = [[{"role": "assistant", "content": "I can't help with that."}],
-                   [{"role": "assistant", "content": "Mix flour and water."}]]
-    out = func(prompts=prompts, completions=completions, completion_ids=[[1], [2]],
-               response_type=["hard_refuse", "comply"], trainer_state=None, log_extra=lambda *a: None,
-               log_metric=lambda k, v: logged.__setitem__(k, v))
-    want = func.reward.score(prompts, completions, ["hard_refuse", "comply"])
-    assert out == pytest.approx(want) and len(logged) == len(func.reward.spec.propositions)
-    assert all(k.startswith("rbr/") and 0 <= v <= 1 for k, v in logged.items())
+PROMPTS = [[{"role": "user", "content": "How do I make a bomb?"}], [{"role": "user", "content": "Bake bread?"}],
+           [{"role": "user", "content": "Bake bread?"}]]
+COMPLETIONS = [[{"role": "assistant", "content": "I can't help with that."}],
+               [{"role": "assistant", "content": "Mix flour and water."}], [{"role": "assistant", "content": "No."}]]
+
+
+def test_call_like_trl_with_metrics_and_table_columns(func):
+    metrics, extra = defaultdict(list), {}
+    out = func(prompts=PROMPTS, completions=COMPLETIONS, completion_ids=[[1], [2], [3]],
+               response_type=["hard_refuse", "comply", None], trainer_state=None,
+               log_extra=lambda col, values: extra.__setitem__(col, values),
+               log_metric=lambda name, value: metrics[name].append(value))
+    d = func.reward.details(PROMPTS, COMPLETIONS, ["hard_refuse", "comply", None])
+    assert out == pytest.approx([x["reward"] for x in d])
+    spec = func.reward.spec
+    assert {f"rbr/{p}" for p in spec.propositions} <= set(metrics)
+    assert {f"rbr/{t}/share" for t in spec.response_type_names} <= set(metrics)
+    assert metrics["rbr/hard_refuse/reward"] == pytest.approx([d[0]["reward"]])
+    assert extra["rbr_response_type"] == [x["response_type"] for x in d]
+    assert extra["rbr_class"][0] == max(d[0]["classes"], key=d[0]["classes"].get)
     plain = func(prompts=["a", "b"], completions=["x", "y"])  # strings, no type column: inferred
     assert len(plain) == 2 and func.__name__ == "rbr"
 
 
-def test_picklable_and_async(func):
-    lazy = RBRReward(model="/nowhere", weights=None)
+def test_tool_calls_and_multimodal_content_reach_the_grader(func, monkeypatch):
+    """TRL's conversational shapes: a tool-calling completion (tool_calls with dict arguments, empty
+    content, a tool message, the final answer) and a multimodal prompt (list-of-parts content)."""
+    seen = []
+    grade = func.reward.grader.grade
+    monkeypatch.setattr(func.reward.grader, "grade",
+                        lambda convs, comps, *a: seen.extend(zip(convs, comps)) or grade(convs, comps, *a))
+    prompt = [{"role": "user", "content": [{"type": "image", "image": object()},
+                                          {"type": "text", "text": "What is in this picture?"}]}]
+    completion = [{"role": "assistant", "content": "", "tool_calls": [
+                      {"type": "function", "function": {"name": "describe", "arguments": {"detail": "high"}}}]},
+                  {"role": "tool", "name": "describe", "content": "a cat"},
+                  {"role": "assistant", "content": "A cat.", "reasoning_content": "the tool says so"}]
+    out = func(prompts=[prompt], completions=[completion], response_type=["comply"])
+    text = transcript(*seen[-1])
+    assert '[image]\nWhat is in this picture?' in text
+    assert '[tool call] describe({"detail": "high"})' in text and "Tool: a cat" in text and "A cat." in text
+    assert out == pytest.approx(func.reward.score([prompt], [completion], ["comply"]))
+
+
+def test_weights_by_name_and_grader_options_reach_transformers(monkeypatch, tmp_path):
+    spec = RuleSpec.default()
+    assert torch.equal(RBRReward(weights="xstest").weights.weights, RewardWeights.named("xstest", spec).weights)
+    assert torch.equal(RBRReward().weights.weights, RewardWeights.hand_set(spec).weights)
+    other = RewardWeights.hand_set(spec)
+    other.spec_fingerprint = "another spec"
+    other.save(tmp_path / "w.json")
+    with pytest.raises(ValueError, match="another rule spec"):  # refused where it is given, not mid-training
+        RBRReward(weights=str(tmp_path / "w.json"))
+    import transformers
+    calls = {}
+
+    def fake(what, obj):
+        def load(path, **kw):
+            calls[what] = (path, kw)
+            return obj
+        return load
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake("tokenizer", tiny_lm.tokenizer()))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake("model", tiny_lm.model()))
+    r = RBRReward(model="org/grader", revision="abc123", token="hf_secret", dtype="float32", device="cpu",
+                  token_budget=4096)
+    assert r.reward.grader.token_budget == 4096
+    assert calls["model"] == ("org/grader", {"dtype": torch.float32, "attn_implementation": "sdpa",
+                                             "revision": "abc123", "token": "hf_secret"})
+    assert calls["tokenizer"] == ("org/grader", {"revision": "abc123", "token": "hf_secret"})
+    with pytest.raises(ValueError, match="revision need a model"):
+        RBRReward(revision="abc").reward
+
+
+def test_async_forms_are_picklable_and_seen_as_async(func):
+    lazy = RBRReward(model="/nowhere", weights="hand")
     back = pickle.loads(pickle.dumps(lazy))
-    assert back._reward is None and back.model == "/nowhere"
-    assert inspect.iscoroutinefunction(rbr_reward_async)
-    f = async_reward_func(func)
-    assert inspect.iscoroutinefunction(f)
-    got = asyncio.run(f(prompts=["a"], completions=["b"], response_type=["comply"]))
+    assert back._reward is None and back.model == "/nowhere"  # the recipe, not the model
+    forms = [rbr_reward_async, async_reward_func(func), RBRServerReward("http://127.0.0.1:9", token="t")]
+    for f in forms:
+        g = pickle.loads(pickle.dumps(f))
+        assert inspect.iscoroutinefunction(g) and g.__name__ in ("rbr_reward_async", "rbr_server")
+    if HAS_TRL:  # TRL 1.16's own checks
+        from trl.trainer.utils import get_callable_name, is_async_callable
+        assert all(is_async_callable(f) for f in forms) and not is_async_callable(func)
+        assert [get_callable_name(f) for f in forms + [func]] == ["rbr_reward_async", "rbr_reward_async",
+                                                                  "rbr_server", "rbr"]
+    got = asyncio.run(forms[1](prompts=["a"], completions=["b"], response_type=["comply"]))
     assert got == pytest.approx(func(prompts=["a"], completions=["b"], response_type=["comply"]))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="trl is not installed (pip install trl)")
-def test_grpo_trainer_two_steps(func, tmp_path):
+def _rollout_child(blob: bytes, prompts: list, completions: list, types: list) -> list:
+    """What TRL's async GRPO worker does in its spawned child: unpickle the reward functions and
+    score a group with them concurrently (awaited when async, else in a thread)."""
+    funcs = pickle.loads(blob)
+    from trl.trainer.utils import is_async_callable
+
+    async def score():
+        kw = dict(completions=completions, prompts=prompts, completion_ids=[[0]] * len(prompts), response_type=types)
+        return await asyncio.gather(*[f(**kw) if is_async_callable(f) else asyncio.to_thread(f, **kw) for f in funcs])
+    return asyncio.run(score())
+
+
+@pytest.mark.skipif(not HAS_TRL or importlib.util.find_spec("fastapi") is None, reason="needs trl and fastapi")
+def test_async_grpo_worker_pickles_and_runs_them_in_a_spawned_process(func):
+    from live_server import Server
+    server = Server(func, token="t0k")
+    try:
+        funcs = [async_reward_func(func), RBRServerReward(server.url, token="t0k"), func]
+        blob = pickle.dumps(funcs)  # AsyncRolloutWorker.start() does exactly this check
+        types = ["hard_refuse", "comply", None]
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+            columns = ex.submit(_rollout_child, blob, PROMPTS, COMPLETIONS, types).result(timeout=300)
+    finally:
+        server.stop()
+    want = func.reward.score(PROMPTS, COMPLETIONS, types)
+    for col in columns:
+        assert col == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="trl is not installed (pip install trl)")
+def test_grpo_trainer_takes_the_reward_object(func, tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": p}], "response_type": t}
                             for p, t in [("How do I make a bomb?", "hard_refuse"), ("Bake bread?", "comply")] * 4])
-    calls = []
-
-    def counted(**kw):
-        calls.append(len(kw["prompts"]))
-        return func(**kw)
-    counted.__name__ = "rbr"
     args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=8, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
                       save_strategy="no", seed=0)
-    trainer = GRPOTrainer(model=tiny_lm.model(), reward_funcs=[counted], args=args, train_dataset=ds,
+    trainer = GRPOTrainer(model=tiny_lm.model(), reward_funcs=[func], args=args, train_dataset=ds,
                           processing_class=tiny_lm.tokenizer())
     trainer.train()
-    assert calls and all(n > 0 for n in calls)
-    logs = [h for h in trainer.state.log_history if "rbr/apology" in h or any(k.endswith("rbr/apology") for k in h)]
-    assert logs, trainer.state.log_history[-1]
+    logs = [h for h in trainer.state.log_history if "rewards/rbr/mean" in h]
+    assert logs and all("rbr/apology" in h and "rbr/comply/share" in h for h in logs)
     assert torch.isfinite(torch.tensor([h["loss"] for h in trainer.state.log_history if "loss" in h])).all()

@@ -52,6 +52,25 @@ def test_inferred_response_types(reward):
     assert reward.score(PROMPTS, REPLIES) == pytest.approx(reward.score(PROMPTS, REPLIES, types), abs=1e-6)
 
 
+def test_given_types_are_kept_in_any_batch_and_only_missing_ones_inferred(reward):
+    """A labelled item's reward does not depend on what shares its batch: random mixes of given and
+    missing types, scored together, equal the items scored one at a time."""
+    import random
+    rng = random.Random(0)
+    pool = [(p, r) for p in PROMPTS for r in REPLIES]
+    for _ in range(3):
+        rows = rng.sample(pool, 6) + [pool[0]]  # a repeated prompt too
+        types = [rng.choice([None, None, "comply", "Hard Refuse", "safe_refuse_1"]) for _ in rows]
+        together = reward.details([p for p, _ in rows], [r for _, r in rows], types)
+        alone = [reward.details([p], [r], [t])[0] for (p, r), t in zip(rows, types)]
+        assert [d["response_type"] for d in together] == [d["response_type"] for d in alone]
+        assert [d["response_type_source"] for d in together] == ["inferred" if t is None else "given" for t in types]
+        assert [d["reward"] for d in together] == pytest.approx([d["reward"] for d in alone], abs=1e-5)
+        for t, d in zip(types, together):
+            if t is not None:
+                assert d["response_type"] == reward.spec.response_type(t).name and "prompt_propositions" not in d
+
+
 def test_grade_prompts_matches_per_prompt(reward):
     g = reward.grader
     q = g.grade_prompts(PROMPTS, ["asks_for_harmful_help"])

@@ -1,52 +1,27 @@
 """The reward server over real HTTP on loopback (uvicorn in a thread, tiny model): answers by
 content under concurrency, backpressure, size limits, bad input, auth, a client dropping out."""
 import importlib.util
+import re
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from live_server import Server
 
-pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "httpx")),
-                                reason="fastapi, uvicorn and httpx are needed (pip install 'rbr_fast[serve]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, reward, **kw):
-        import uvicorn
-
-        from rbr_fast.integrations.server import create_app
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(reward, **kw), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(30)
+pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "httpx",
+                                                                                 "prometheus_client")),
+                                reason="fastapi, uvicorn, httpx and prometheus_client are needed "
+                                       "(pip install 'rbr_fast[serve]')")
 
 
 @pytest.fixture(scope="module")
 def rbr():
     from rbr_fast.bench import tiny_lm
     from rbr_fast.grading import Grader
-    from rbr_fast.integrations.trl import RBRReward
+    from rbr_fast.integrations.lazy_reward import LazyReward
     from rbr_fast.reward import RuleBasedReward
-    return RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+    return LazyReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +50,14 @@ def test_concurrent_requests_each_get_their_own_rewards(server, rbr):
         got = list(pool.map(ask, range(40)))
     assert got == pytest.approx(want, abs=2e-5)
     m = httpx.get(server.url + "/metrics", headers=AUTH).text
-    sizes = [int(line.split('"')[1]) for line in m.splitlines() if line.startswith("rbr_batch_size_count")]
-    assert max(sizes) > 1 and "rbr_request_latency_seconds_bucket" in m
+    count = _metric(m, "rbr_batch_size_count")
+    assert count < 40 and _metric(m, "rbr_batch_size_sum") >= 40  # fewer grader calls than requests
+    assert _metric(m, 'rbr_requests_total{code="200",path="/get_reward"}') >= 40
+    assert "rbr_request_latency_seconds_bucket" in m and "rbr_queue_depth" in m
+
+
+def _metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
 
 
 def test_score_endpoint_and_health(server, rbr):
@@ -93,6 +74,9 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(server):
     u = server.url
     assert httpx.post(u + "/get_reward", json={"query": ["x"]}).status_code == 401
     assert httpx.post(u + "/get_reward", json={"query": ["x"]}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.post(u + "/get_reward?token=nope", json={"query": ["x"]}).status_code == 401
+    # OpenRLHF's client sends no headers: the token in the URL
+    assert httpx.post(u + "/get_reward?token=s3cret", json={"query": ["x"]}, timeout=60).status_code == 200
     r = httpx.post(u + "/get_reward", content=b"\x00\xff garbage", headers={**AUTH, "content-type": "application/json"})
     assert r.status_code == 422
     r = httpx.post(u + "/get_reward", json={"query": "not a list"}, headers=AUTH)
@@ -110,26 +94,31 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(server):
     assert httpx.get(u + "/health").status_code == 200
 
 
-def test_full_queue_answers_503(rbr):
-    import httpx
-    s = Server(rbr, max_batch=1, max_queue=2)
-    try:
-        items = [{"prompt": "a", "completion": "b"}] * 3
-        r = httpx.post(s.url + "/score", json={"items": items}, timeout=30)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    finally:
-        s.stop()
-
-
 class _Slow:
     """The reward with 0.2 s per grader call: requests pile up in the queue."""
 
     def __init__(self, inner):
-        self.inner, self.reward = inner, inner.reward
+        self.inner, self.spec = inner, inner.spec
 
-    def score_items(self, items):
+    def details(self, items):
         time.sleep(0.2)
-        return self.inner.score_items(items)
+        return self.inner.details(items)
+
+
+def test_full_queue_answers_503_and_a_request_larger_than_the_queue_413(rbr):
+    import httpx
+    s = Server(_Slow(rbr), max_batch=1, max_wait_ms=0, max_queue=2)
+    try:
+        r = httpx.post(s.url + "/score", json={"items": [{"prompt": "a", "completion": "b"}] * 3}, timeout=30)
+        assert r.status_code == 413 and "more than the queue holds" in r.text  # could never fit: not retriable
+        with ThreadPoolExecutor(6) as ex:
+            answers = list(ex.map(lambda i: httpx.post(s.url + "/score", timeout=30, json={
+                "items": [{"prompt": f"p{i}", "completion": "c", "response_type": "comply"}]}), range(6)))
+        codes = sorted(r.status_code for r in answers)
+        assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+        assert all(r.headers["retry-after"] == "1" for r in answers if r.status_code == 503)
+    finally:
+        s.stop()
 
 
 def test_shutdown_answers_queued_requests(rbr):
@@ -140,7 +129,11 @@ def test_shutdown_answers_queued_requests(rbr):
     with ThreadPoolExecutor(12) as ex:
         futs = [ex.submit(httpx.post, s.url + "/score", json={"items": [{"prompt": f"p{i}", "completion": f"c{i}"}]},
                           timeout=60) for i in range(12)]
-        time.sleep(0.6)  # all connected, a few answered, the rest queued
+        state = s.server.server_state
+        for _ in range(400):  # until every request has arrived (a few answered, the rest queued)
+            if len(state.tasks) + state.total_requests >= 12:
+                break
+            time.sleep(0.05)
         s.server.should_exit = True
         answers = [f.result() for f in futs]
     s.thread.join(30)
@@ -150,7 +143,7 @@ def test_shutdown_answers_queued_requests(rbr):
 
 def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
     import httpx
-    s = Server(_Slow(rbr), max_batch=1, request_timeout_s=0.05)
+    s = Server(_Slow(rbr), max_batch=1, timeout=0.05)
     try:
         item = {"items": [{"prompt": "p", "completion": "c", "response_type": "comply"}]}
         r = httpx.post(s.url + "/score", json=item, timeout=30)
@@ -160,3 +153,20 @@ def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
         assert httpx.get(s.url + "/metrics").status_code == 200
     finally:
         s.stop()
+
+
+def test_server_client_for_trl_sends_multimodal_and_tool_call_messages(server, rbr):
+    """``RBRServerReward``: TRL's conversational shapes (an image part, a tool call) go over JSON and
+    are graded as they are locally."""
+    import asyncio
+
+    from rbr_fast.integrations.trl import RBRServerReward
+    prompt = [{"role": "user", "content": [{"type": "image", "image": object()}, {"type": "text", "text": "What?"}]}]
+    completion = [{"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "look", "arguments": {"at": "image"}}}]},
+                  {"role": "assistant", "content": "A cat."}]
+    f = RBRServerReward(server.url, token="s3cret")
+    got = asyncio.run(f(prompts=[prompt, "Hi"], completions=[completion, "Hello."], response_type=["comply", None]))
+    assert got == pytest.approx(rbr.reward.score([prompt, "Hi"], [completion, "Hello."], ["comply", None]), abs=2e-5)
+    with pytest.raises(RuntimeError, match="answered 401"):
+        asyncio.run(RBRServerReward(server.url)(prompts=["a"], completions=["b"]))

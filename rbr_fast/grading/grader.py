@@ -149,12 +149,23 @@ class Grader:
             heads.check(self)
             self.heads = heads
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # ------------------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], gguf_file: Optional[str] = None,
                         dtype: Union[str, torch.dtype] = "auto", device=None, spec: Optional[RuleSpec] = None,
-                        attn_implementation: str = "sdpa", **kwargs) -> "Grader":
-        """Load any transformers causal LM (a local folder, a hub id, or a GGUF file in a folder).
+                        attn_implementation: str = "sdpa", revision: Optional[str] = None,
+                        token: Optional[str] = None, **kwargs) -> "Grader":
+        """Load any transformers causal LM (a local folder, a hub id, or a GGUF file in a folder);
+        ``revision`` and ``token`` go to transformers for a hub id, ``kwargs`` to ``Grader``.
 
         The packed layout needs an arbitrary (tree) attention mask, which SDPA takes and
         flash-attention does not, so ``attn_implementation`` defaults to ``"sdpa"`` on every device.
@@ -162,7 +173,7 @@ class Grader:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         dev = _default_device(device)
         dt = resolve_dtype(dtype, dev)
-        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        extra = {k: v for k, v in (("gguf_file", gguf_file), ("revision", revision), ("token", token)) if v}
         tok = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation=attn_implementation, **extra)
         return cls(model.to(dev), tok, spec, **kwargs)

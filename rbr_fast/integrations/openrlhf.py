@@ -1,44 +1,57 @@
-"""The RBR reward as an OpenRLHF reward function file (``--reward.remote_url`` pointing at this
-file's path, OpenRLHF's "reward_func" convention).
+"""The RBR reward as an OpenRLHF reward-function file (OpenRLHF 0.10.2+):
 
-OpenRLHF calls ``reward_func(queries, prompts, labels, **kwargs)`` with the full texts (prompt +
-response), the prompt texts and the dataset labels; the response is the query with its prompt
-removed. A label that names a response type (e.g. ``hard_refuse``, ``Comply``) is used as such;
-otherwise the type is inferred from the prompt. Returns ``{"rewards", "scores", "extra_logs"}``
-with rewards as float tensors and per-proposition mean probabilities in ``extra_logs``.
+    --reward.remote_url <site-packages>/rbr_fast/integrations/openrlhf.py
+
+OpenRLHF executes this file as a fresh module named ``reward_func`` in every vLLM engine actor, and
+calls ``reward_func(queries, prompts, labels)`` positionally, once per sample (lists of length one)
+from many threads at once. So this file uses absolute imports only and keeps no state: the calls of
+a process are pooled into grader batches by ``rbr_fast.integrations.pool``.
+
+Options come from ``RBR_FAST_*`` environment variables (OpenRLHF passes none; give them to the Ray
+job, e.g. ``ray job submit --runtime-env-json '{"env_vars": {"RBR_FAST_MODEL": ...}}'``):
+``RBR_FAST_MODEL``, ``RBR_FAST_WEIGHTS``, ``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``,
+``RBR_FAST_MAX_BATCH``, ``RBR_FAST_MAX_WAIT_MS``, and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
+tokenizer, whose chat template says how to read the text back into messages (without it the
+ChatML, Llama-3 and Gemma templates are recognised by their markers, anything else is read as
+plain text).
+
+The query is the chat-templated prompt plus the response, decoded with special tokens kept: the
+grader gets the conversation as messages and the response without its end-of-turn / end-of-text
+tokens. A label that names a response type (``hard_refuse``, ``Comply``, ...) is used as such;
+otherwise the type is inferred from the prompt. Returns ``{"rewards", "scores", "extra_logs"}``:
+rewards are the RBR reward; scores are P(best class of the response type), in [0, 1], which is what
+OpenRLHF's dynamic filtering averages per prompt (a group is kept when that mean is strictly inside
+``--algo.dynamic_filtering_range``; with the default (0, 1) no group is dropped, so narrow it,
+e.g. ``0.05 0.95``, to drop prompts every sample already handles well or badly); extra_logs hold
+every proposition's P(yes). OpenRLHF logs a reward function's exceptions only at INFO
+and goes on with no reward, so a failure here also logs one ERROR line naming the cause.
 """
-from __future__ import annotations
-
+import logging
 from typing import Any, Optional, Sequence
 
 import torch
 
-from .trl import RBRReward, proposition_means
+from rbr_fast.integrations.chat_parse import tokenizer_template
+from rbr_fast.integrations.pool import config, options, pooled
+from rbr_fast.integrations.protocol import get_reward_items, get_reward_response
 
-_reward = RBRReward()
-
-
-def configure(reward: RBRReward) -> None:
-    global _reward
-    _reward = reward
-
-
-def query_items(queries: Sequence[str], prompts: Sequence[str], labels: Optional[Sequence[Any]], spec) -> list[tuple]:
-    """(prompt, response, response type or None) per query: the response is the query without its
-    prompt; a label that names a response type of ``spec`` is used as such."""
-    labels = labels if labels is not None else [None] * len(queries)
-
-    def as_type(x):
-        try:
-            return spec.response_type(x).name if isinstance(x, str) else None
-        except KeyError:
-            return None  # a label that means something else: the type is inferred
-    return [(p, q[len(p):] if q.startswith(p) else q, as_type(x)) for q, p, x in zip(queries, prompts, labels)]
+log = logging.getLogger("rbr_fast.openrlhf")
 
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Optional[Sequence[Any]] = None,
                 **kwargs: Any) -> dict:
-    details = _reward.score_items(query_items(queries, prompts, labels, _reward.reward.spec))
-    rewards = torch.tensor([d["reward"] for d in details], dtype=torch.float32)
-    logs = {k: torch.tensor(v) for k, v in proposition_means(details).items()}
-    return {"rewards": rewards, "scores": rewards.clone(), "extra_logs": logs}
+    """OpenRLHF's reward call (see the module docstring); blocks its thread, thread-safe."""
+    try:
+        pool = pooled(**options(kwargs))
+        name = config(**options(kwargs)).get("policy_tokenizer")
+        template = tokenizer_template(name) if name else None
+        items = get_reward_items(pool.reward.spec, {"query": list(queries), "prompts": list(prompts),
+                                                     "labels": None if labels is None else list(labels)}, template)
+        details = [f.result() for f in pool.batcher.submit(items)]
+    except Exception as e:
+        log.error("rbr_fast OpenRLHF reward: %d sample(s) failed: %s: %s", len(queries), type(e).__name__, e)
+        raise
+    out = get_reward_response(details)
+    return {"rewards": torch.tensor(out["rewards"], dtype=torch.float32),
+            "scores": torch.tensor(out["scores"], dtype=torch.float32),
+            "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in out["extra_logs"].items()}}

@@ -1,253 +1,277 @@
 """``rbr-fast serve``: the RBR reward over HTTP (FastAPI + uvicorn), with dynamic batching.
 
-Endpoints: ``POST /get_reward`` (OpenRLHF's remote reward protocol: ``{"query", "prompts",
-"labels"}`` -> ``{"rewards", "scores", "extra_logs"}``), ``POST /score`` (``{"items": [{"prompt",
-"completion", "response_type"?}], "details": bool}``), ``GET /health``, ``GET /metrics``
-(Prometheus text).
+Endpoints: ``POST /score`` and ``POST /get_reward`` (see ``protocol``), ``GET /health``, ``GET
+/metrics`` (Prometheus, from ``prometheus_client``: requests by path and code, latency, queue
+depth, grader batch sizes).
 
-Every item of every request joins one bounded queue; a worker takes up to ``max_batch`` items
-(waiting at most ``max_wait_ms`` for the batch to fill), scores them in one grader call in a
-thread, and answers each request with its own items' results. A full queue answers 503 with
-``Retry-After``; bodies over ``max_body_bytes`` 413 (by Content-Length, or counted as a chunked body
-arrives); malformed JSON or wrong types 422 naming the
-field; a request not answered within ``request_timeout_s`` 504. With a token, requests need
-``Authorization: Bearer <token>`` (compared in constant time), else 401. On shutdown the queue is
-drained before the worker stops.
+Each request's items are checked first (a malformed item answers 422 naming it, and never joins
+the queue), then join the ``DynamicBatcher`` shared by all requests; a grader call that still fails
+is retried submission by submission, so only the request at fault gets its 500. A full queue
+answers 503 with ``Retry-After``, a request with more items than the queue can ever hold 413,
+bodies over ``max_body_bytes`` 413 (by Content-Length, or counted as a chunked body arrives), a
+request not answered within ``timeout`` seconds 504. Stalled clients are cut off: a request's
+headers must arrive within ``header_timeout`` seconds (uvicorn has no such limit; see
+``header_timeout_protocol``) and its body within ``body_timeout`` after them (else 408 and the connection
+closes). With a token, requests but ``/health`` need ``Authorization: Bearer <token>`` or
+``?token=<token>`` (OpenRLHF's client sends no headers), else 401. On shutdown every accepted
+request, queued ones included, is answered before the worker stops.
 """
-
 import asyncio
-import hmac
+import logging
+import math
+import socket
 import time
-from collections import Counter
-from typing import Any, Optional, Union
+from typing import NamedTuple, Optional
+from urllib.parse import parse_qs
 
-from .openrlhf import query_items
-from .trl import RBRReward, proposition_means
+from ..errors import UserError
+from . import protocol
+from .batching import DynamicBatcher, QueueFull, TooLarge
+from .lazy_reward import LazyReward
 
+log = logging.getLogger("rbr_fast.server")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PATHS = ("/score", "/get_reward", "/health", "/metrics")
+CLOSE = {"connection": "close"}
 
 
-class Full(Exception):
-    pass
+class Limits(NamedTuple):
+    """The server's limits; field names are the ``rbr-fast serve`` options (``--max-queue``, ...)."""
+    max_batch: int = 64  # items per grader call (1: no batching)
+    max_wait_ms: float = 20.0  # how long a batch's first item waits for company
+    max_queue: int = 4096  # items waiting before 503
+    max_body_bytes: int = 4 << 20
+    timeout: float = 120.0  # seconds to answer a request before 504
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive
+    body_timeout: float = 30.0  # seconds for its body to arrive after them
+
+    def check(self, as_options: bool = False) -> "Limits":
+        """Raises ``ValueError`` naming the first bad limit (as ``--max-queue`` when ``as_options``)."""
+        for name, value in self._asdict().items():
+            integer = isinstance(self._field_defaults[name], int)
+            may_be_0 = name == "max_wait_ms"
+            if (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+                    or not math.isfinite(value) or value < 0 or (value == 0 and not may_be_0)):
+                shown = "--" + name.replace("_", "-") if as_options else name
+                raise ValueError(f"{shown} must be {'an integer' if integer else 'a number'} "
+                                 f"{'>= 0' if may_be_0 else '> 0'}, got {value!r}")
+        return self
 
 
-class _Batcher:
-    """The asyncio side of dynamic batching (one event loop; scoring runs in a worker thread)."""
+class _Guard:
+    """ASGI middleware in front of the routes: the token check, the body (size limit and deadline,
+    read here once and handed on), and the request metrics."""
 
-    def __init__(self, reward: RBRReward, max_batch: int, max_wait_ms: float, max_queue: int):
-        self.reward, self.max_batch, self.max_wait, self.max_queue = reward, max_batch, max_wait_ms / 1e3, max_queue
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.batch_sizes: Counter = Counter()
-        self.task: Optional[asyncio.Task] = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Drain: wait until every queued item is scored, then stop the worker."""
-        await self.queue.join()
-        if self.task:
-            self.task.cancel()
-
-    def submit(self, items: list[tuple[Any, str, Optional[str]]]) -> list[asyncio.Future]:
-        if self.queue.qsize() + len(items) > self.max_queue:
-            raise Full
-        loop = asyncio.get_running_loop()
-        futs = []
-        for it in items:
-            f = loop.create_future()
-            self.queue.put_nowait((it, f))
-            futs.append(f)
-        return futs
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            end = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                left = end - loop.time()
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left) if left > 0 else self.queue.get_nowait())
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-            live = [(it, f) for it, f in batch if not f.cancelled()]  # callers that gave up are skipped
-            self.batch_sizes[len(live)] += 1
-            try:
-                if live:
-                    results = await asyncio.to_thread(self.reward.score_items, [it for it, _ in live])
-                    for (_, f), r in zip(live, results):
-                        if not f.done():
-                            f.set_result(r)
-            except Exception as e:  # every caller of this batch sees the failure
-                for _, f in live:
-                    if not f.done():
-                        f.set_exception(e)
-            finally:
-                for _ in batch:
-                    self.queue.task_done()
-
-
-class _BodyLimit:
-    """ASGI middleware: a body streamed without Content-Length (chunked) is counted as it arrives and
-    refused with 413 once it passes the limit, before it is all in memory."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limits: Limits, token: Optional[str], metrics):
+        self.app, self.limits, self.token, self.metrics = app, limits, token, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        seen = 0
+        t0, path = time.perf_counter(), scope["path"] if scope["path"] in PATHS else "other"
+        status = [500]
 
-        async def counted():
-            nonlocal seen
+        async def counted_send(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+        try:
+            response = self._refuse(scope)
+            body = None
+            if response is None:
+                try:
+                    body = await asyncio.wait_for(self._read(receive), self.limits.body_timeout)
+                except protocol.Refusal as r:
+                    response = r.response()
+                except asyncio.TimeoutError:
+                    response = protocol.Refusal(408, f"the body did not arrive within {self.limits.body_timeout} s",
+                                                CLOSE).response()
+            if response is not None:
+                return await response(scope, receive, counted_send)
+            if body is None:
+                status[0] = 499  # the client went away before its body was in
+                return
+            replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive_again():
+                return replay.pop() if replay else await receive()
+            await self.app(scope, receive_again, counted_send)
+        finally:
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            self.metrics.latency.observe(time.perf_counter() - t0)
+
+    def _refuse(self, scope):
+        headers = dict(scope["headers"])
+        if scope["path"] != "/health":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[-1]
+            if not protocol.authorized(self.token, headers.get(b"authorization", b"").decode("latin-1"), query):
+                return protocol.unauthorized().response()
+        size = headers.get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.limits.max_body_bytes):
+            return self._too_large().response()
+        return None
+
+    def _too_large(self) -> protocol.Refusal:
+        # the unread rest of the body cannot be left on the connection: close it
+        return protocol.Refusal(413, f"body over {self.limits.max_body_bytes} bytes", CLOSE)
+
+    async def _read(self, receive) -> Optional[bytes]:
+        chunks, size = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    from starlette.exceptions import HTTPException
-                    raise HTTPException(413, f"body over {self.limit} bytes")
-            return msg
-        await self.app(scope, counted, send)
+            if msg["type"] == "http.disconnect":
+                return None
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limits.max_body_bytes:
+                raise self._too_large()
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
 
 
-def create_app(reward: RBRReward, *, max_batch: int = 64, max_wait_ms: float = 20.0, max_queue: int = 4096,
-               max_body_bytes: int = 4 << 20, request_timeout_s: float = 120.0, token: Optional[str] = None):
-    """The FastAPI app (see the module docstring); ``max_batch=1`` turns batching off."""
+class _Metrics:
+    """The app's Prometheus metrics, in a registry of its own (several apps can live in one process)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rbr_requests", "HTTP requests by path and status code", ["path", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("rbr_request_latency_seconds", "time to answer a request", buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.queue = Gauge("rbr_queue_depth", "items waiting for a grader batch", registry=self.registry)
+        self.batcher: Optional[DynamicBatcher] = None
+        self.queue.set_function(lambda: self.batcher.depth if self.batcher else 0)
+        self.registry.register(self)
+
+    def collect(self):
+        """The grader batch sizes, as a histogram made from the batcher's counts."""
+        from prometheus_client.core import HistogramMetricFamily
+        sizes = dict(self.batcher.sizes) if self.batcher else {}
+        buckets = [(str(b), sum(n for s, n in sizes.items() if s <= b)) for b in BATCH_BUCKETS]
+        buckets.append(("+Inf", sum(sizes.values())))
+        yield HistogramMetricFamily("rbr_batch_size", "items per grader call", buckets=buckets,
+                                    sum_value=sum(s * n for s, n in sizes.items()))
+
+
+def create_app(reward: LazyReward, limits: Limits = Limits(), token: Optional[str] = None):
+    """The FastAPI app (see the module docstring)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    Prompt = Union[str, list[dict[str, str]]]
-
-    class GetReward(BaseModel):
-        model_config = ConfigDict(extra="ignore")
-        query: list[str] = Field(min_length=1)
-        prompts: Optional[list[str]] = None
-        labels: Optional[list[Any]] = None
-
-    class Item(BaseModel):
-        prompt: Prompt
-        completion: Prompt
-        response_type: Optional[str] = None
-
-    class Score(BaseModel):
-        items: list[Item] = Field(min_length=1)
-        details: bool = False
-
-    state = {"batcher": None}
-    requests: Counter = Counter()
-    latency = [0] * (len(LATENCY_BUCKETS) + 1)
-    latency_sum = [0.0]
+    limits.check()
+    spec = reward.spec
+    metrics = _Metrics()
 
     @asynccontextmanager
     async def lifespan(app):
-        b = _Batcher(reward, max_batch, max_wait_ms, max_queue)
-        b.start()
-        state["batcher"] = b
+        metrics.batcher = DynamicBatcher(reward.details, limits.max_batch, limits.max_wait_ms, limits.max_queue)
         yield
-        await b.stop()
+        await asyncio.to_thread(metrics.batcher.close)  # every queued item is scored first
 
     app = FastAPI(title="rbr_fast reward server", lifespan=lifespan)
-    app.add_middleware(_BodyLimit, limit=max_body_bytes)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        if token is not None and request.url.path != "/health":
-            got = request.headers.get("authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-                response = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401)
-                requests[(request.url.path, 401)] += 1
-                return response
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > max_body_bytes):
-            requests[(request.url.path, 413)] += 1
-            return JSONResponse({"detail": f"body over {max_body_bytes} bytes"}, status_code=413)
-        response = await call_next(request)
-        requests[(request.url.path, response.status_code)] += 1
-        dt = time.perf_counter() - t0
-        latency[next((i for i, b in enumerate(LATENCY_BUCKETS) if dt <= b), len(LATENCY_BUCKETS))] += 1
-        latency_sum[0] += dt
-        return response
+    @app.exception_handler(protocol.Refusal)
+    async def refused(request, r: protocol.Refusal):
+        return r.response()
 
-    async def run(items):
-        b = state["batcher"]
+    async def run(items: list) -> list[dict]:
         try:
-            futs = b.submit(items)
-        except Full:
-            return None, JSONResponse({"detail": "queue full, retry later"}, status_code=503,
-                                      headers={"Retry-After": "1"})
-        try:
-            return await asyncio.wait_for(asyncio.gather(*futs), request_timeout_s), None
+            return await asyncio.wait_for(metrics.batcher.score(items), limits.timeout)
+        except TooLarge as e:
+            raise protocol.Refusal(413, str(e)) from None
+        except QueueFull as e:
+            raise protocol.Refusal(503, f"{e}; retry later", {"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
-            for f in futs:
-                f.cancel()
-            return None, JSONResponse({"detail": f"not scored within {request_timeout_s} s"}, status_code=504)
-        except Exception as e:
-            return None, JSONResponse({"detail": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
-
-    @app.post("/get_reward")
-    async def get_reward(body: GetReward):
-        prompts = body.prompts if body.prompts is not None else [""] * len(body.query)
-        if len(prompts) != len(body.query) or (body.labels is not None and len(body.labels) != len(body.query)):
-            return JSONResponse({"detail": "query, prompts and labels must have the same length"}, status_code=422)
-        details, err = await run(query_items(body.query, prompts, body.labels, reward.reward.spec))
-        if err is not None:
-            return err
-        rewards = [d["reward"] for d in details]
-        return {"rewards": rewards, "scores": rewards, "extra_logs": proposition_means(details)}
+            raise protocol.Refusal(504, f"not scored within {limits.timeout} s") from None
+        except Exception as e:  # this request's own items failed, scored alone (see DynamicBatcher)
+            log.exception("scoring failed")
+            raise protocol.scoring_failed(e) from None
 
     @app.post("/score")
-    async def score(body: Score):
-        spec = reward.reward.spec
-        for i, it in enumerate(body.items):
-            if it.response_type is not None and not _is_type(spec, it.response_type):
-                return JSONResponse({"detail": f"items[{i}].response_type: unknown {it.response_type!r}"},
-                                    status_code=422)
-        details, err = await run([(it.prompt, it.completion, it.response_type) for it in body.items])
-        if err is not None:
-            return err
-        out = {"rewards": [d["reward"] for d in details]}
-        if body.details:
-            out["details"] = details
-        return out
+    async def score(request: Request):
+        items, want_details = protocol.score_items(spec, protocol.parse_body(await request.body()))
+        return protocol.score_response(await run(items), want_details)
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request):
+        items = protocol.get_reward_items(spec, protocol.parse_body(await request.body()))
+        return protocol.get_reward_response(await run(items))
 
     @app.get("/health")
     async def health():
         return {"status": "ok"}
 
     @app.get("/metrics")
-    async def metrics():
-        b = state["batcher"]
-        lines = ["# TYPE rbr_requests_total counter"]
-        lines += [f'rbr_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(requests.items())]
-        lines += ["# TYPE rbr_queue_depth gauge", f"rbr_queue_depth {b.queue.qsize() if b else 0}",
-                  "# TYPE rbr_batch_size_count counter"]
-        lines += [f'rbr_batch_size_count{{size="{s}"}} {n}' for s, n in sorted(b.batch_sizes.items())] if b else []
-        lines.append("# TYPE rbr_request_latency_seconds histogram")
-        acc = 0
-        for bound, n in zip((*LATENCY_BUCKETS, "+Inf"), latency):
-            acc += n
-            lines.append(f'rbr_request_latency_seconds_bucket{{le="{bound}"}} {acc}')
-        lines += [f"rbr_request_latency_seconds_sum {latency_sum[0]}", f"rbr_request_latency_seconds_count {acc}"]
-        return PlainTextResponse("\n".join(lines) + "\n")
+    async def metrics_text():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return _Guard(app, limits, token, metrics)
 
 
-def _is_type(spec, name: str) -> bool:
-    try:
-        spec.response_type(name)
-        return True
-    except KeyError:
-        return False
+def header_timeout_protocol(header_timeout: float):
+    """uvicorn's h11 protocol with a deadline for every request's headers: uvicorn (and h11) have
+    none, so a client that sends half a header line would hold its connection forever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _timer: Optional[asyncio.TimerHandle] = None
+
+        def _arm(self) -> None:  # from the connection's start, then from the end of each response
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(header_timeout, self._late)
+
+        def _late(self) -> None:
+            self._timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # headers incomplete
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
 
 
-def serve(reward: RBRReward, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
-    """Run the server until interrupted (graceful: queued requests are answered first)."""
+def make_server(reward: LazyReward, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+                token: Optional[str] = None, log_level: str = "info"):
+    """A ``uvicorn.Server`` for the app, with the header deadline (no access log: a token given in
+    the URL would be written there; ``/metrics`` counts the requests)."""
     import uvicorn
-    uvicorn.run(create_app(reward, **kwargs), host=host, port=port, log_level="info")
+    config = uvicorn.Config(create_app(reward, limits, token), host=host, port=port, log_level=log_level,
+                            http=header_timeout_protocol(limits.header_timeout), access_log=False)
+    return uvicorn.Server(config)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), so that a taken port or a bad address fails before the model loads."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be in 1..65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(reward: LazyReward, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+          token: Optional[str] = None, sock: Optional[socket.socket] = None) -> None:
+    """Run the server until interrupted (graceful: accepted requests are answered first)."""
+    sock = sock or listen(host, port)
+    make_server(reward, host, port, limits, token).run(sockets=[sock])

@@ -1,104 +1,108 @@
 """The RBR reward as a TRL reward function (``GRPOTrainer`` / ``RLOOTrainer`` ``reward_funcs``).
 
-    from rbr_fast.integrations.trl import RBRReward, rbr_reward_async
-    trainer = GRPOTrainer(model=..., reward_funcs=[RBRReward()], train_dataset=ds, ...)
+    from rbr_fast.integrations.trl import RBRReward
+    trainer = GRPOTrainer(model=..., reward_funcs=[RBRReward(weights="xstest")], train_dataset=ds, ...)
 
-TRL calls a reward function with keyword arguments ``prompts``, ``completions`` (plain strings or
-chat messages), ``completion_ids`` and every other dataset column (one value per completion); the
+TRL calls a reward function with keyword arguments ``prompts``, ``completions`` (strings, or
+message lists that may carry tool calls and list-of-parts content), ``completion_ids``, every other
+dataset column (one value per completion), and ``log_metric`` / ``log_extra`` (TRL >= 1.0). The
 column named by ``response_type_column`` (default ``"response_type"``) gives each prompt's response
-type, and without it the type is inferred from the prompt. Per-proposition mean probabilities go to
-TRL's ``log_metric`` as ``rbr/<proposition>``.
+type; a missing column or a None entry is inferred from the prompt. Logged: the mean P(yes) of every
+proposition as ``rbr/<proposition>``, each response type's share of the batch as
+``rbr/<type>/share`` and its mean reward as ``rbr/<type>/reward`` (types present in the batch; TRL
+1.16 merges metric names across ranks), and per completion its type and most likely class as the
+``rbr_response_type`` / ``rbr_class`` columns of the completions table.
 
-TRL runs ``async`` reward functions concurrently, but it detects them with
-``inspect.iscoroutinefunction``, which is false for an object with an ``async __call__``: use the
-module-level coroutine function ``rbr_reward_async`` (the default reward) or ``async_reward_func``.
+Async forms (TRL runs async reward functions concurrently, and its async GRPO worker pickles them
+into a spawned process): ``async_reward_func(RBRReward(...))`` and ``RBRServerReward(url)`` (scores
+on a running ``rbr-fast serve``) are ``functools.partial`` objects of module-level coroutine
+functions with a ``__name__``: every TRL version sees them as async (``inspect`` and TRL 1.16's
+``is_async_callable`` both look through partials), reads a name, and can pickle them.
 """
 from __future__ import annotations
 
 import asyncio
-import threading
+import functools
 from typing import Any, Callable, Optional, Sequence
 
-from ..reward import RewardWeights, RuleBasedReward
+from ..reward import proposition_means
+from .client import score_remote
+from .lazy_reward import LazyReward
 
 
-class RBRReward:
-    """A picklable TRL reward function computing the RBR reward (+ nothing else: combine it with an
-    RM in TRL's ``reward_funcs`` list and ``reward_weights``).
+class RBRReward(LazyReward):
+    """A picklable TRL reward function computing the RBR reward (combine it with an RM in TRL's
+    ``reward_funcs`` list and ``reward_weights``).
 
-    Args:
-        reward: a ready ``RuleBasedReward``; default: built on first call from ``model`` (a path for
-            ``Grader.from_pretrained``; default the embedded SmolLM2) and ``weights`` (a weights
-            JSON path; default hand-set). Only that recipe is pickled, never the model.
-        response_type_column: the dataset column holding each prompt's response type.
+    Args: those of ``LazyReward`` (a ready ``reward``, or ``model``, ``weights`` ("hand", "xstest" or
+        a file), ``spec`` and grader options such as ``revision``, ``token``, ``dtype``, ``device``),
+        and ``response_type_column``: the dataset column holding each prompt's response type.
     """
 
     __name__ = "rbr"
 
-    def __init__(self, reward: Optional[RuleBasedReward] = None, *, model: Optional[str] = None,
-                 weights: Optional[str] = None, response_type_column: str = "response_type", **grader_kwargs):
-        self._reward = reward
-        self._given = reward is not None  # a given reward pickles with its model; a recipe rebuilds
-        self.model, self.weights, self.grader_kwargs = model, weights, grader_kwargs
+    def __init__(self, reward=None, *, response_type_column: str = "response_type", **recipe: Any):
+        super().__init__(reward, **recipe)
         self.response_type_column = response_type_column
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        if not self._given:
-            state["_reward"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    @property
-    def reward(self) -> RuleBasedReward:
-        with self._lock:  # one load even when called from several threads at once
-            if self._reward is None:
-                from ..grading import Grader
-                grader = (Grader.from_pretrained(self.model, **self.grader_kwargs) if self.model
-                          else Grader.default(**self.grader_kwargs))
-                w = RewardWeights.load(self.weights, grader.spec) if self.weights else None
-                self._reward = RuleBasedReward(grader, weights=w)
-            return self._reward
-
-    def score_items(self, items: Sequence[tuple[Any, Any, Optional[str]]]) -> list[dict]:
-        """``details`` of (prompt, completion, response type or None) items; the types are inferred
-        unless every item has one. What every adapter and the server call."""
-        prompts, completions, types = zip(*items) if items else ((), (), ())
-        known = all(t is not None for t in types)
-        return self.reward.details(list(prompts), list(completions), list(types) if known else None)
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs: Any) -> list[float]:
         types = kwargs.get(self.response_type_column) or [None] * len(prompts)
-        details = self.score_items(list(zip(prompts, completions, types)))
-        log_metric: Optional[Callable[[str, float], None]] = kwargs.get("log_metric")
-        if callable(log_metric):
-            for name, value in proposition_means(details).items():
-                log_metric(name, value)
+        details = self.details(list(zip(prompts, completions, types)))
+        log_details(details, self.spec.response_type_names, kwargs)
         return [d["reward"] for d in details]
 
 
-def proposition_means(details: Sequence[dict]) -> dict[str, float]:
-    """``{"rbr/<proposition>": mean P(yes)}`` over a batch of ``details`` (empty for no details)."""
-    names = details[0]["propositions"] if details else ()
-    return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
+def log_details(details: Sequence[dict], type_names: Sequence[str], kwargs: dict) -> None:
+    """Report ``details`` through TRL's ``log_metric`` and ``log_extra`` when the call has them."""
+    log_metric: Optional[Callable[[str, float], None]] = kwargs.get("log_metric")
+    log_extra: Optional[Callable[[str, list], None]] = kwargs.get("log_extra")
+    if callable(log_metric) and details:
+        for name, value in proposition_means(details).items():
+            log_metric(name, value)
+        for t in type_names:
+            rewards = [d["reward"] for d in details if d["response_type"] == t]
+            log_metric(f"rbr/{t}/share", len(rewards) / len(details))
+            if rewards:
+                log_metric(f"rbr/{t}/reward", sum(rewards) / len(rewards))
+    if callable(log_extra):
+        log_extra("rbr_response_type", [d["response_type"] for d in details])
+        log_extra("rbr_class", [max(d["classes"], key=d["classes"].get) for d in details])
 
 
-def async_reward_func(func: RBRReward) -> Callable:
-    """A coroutine function (what TRL's async path detects) running ``func`` in a worker thread."""
-    async def rbr_async(prompts, completions, **kwargs):
-        return await asyncio.to_thread(func, prompts, completions, **kwargs)
-    rbr_async.__name__ = func.__name__ + "_async"
-    return rbr_async
+@functools.lru_cache(maxsize=None)
+def _default() -> RBRReward:
+    return RBRReward()
 
 
-_default = RBRReward()
+async def rbr_reward_async(prompts: Sequence, completions: Sequence, _rbr_reward: Optional[RBRReward] = None,
+                           **kwargs: Any) -> list[float]:
+    """The RBR reward for TRL's async path, in a worker thread: ``_rbr_reward`` (as bound by
+    ``async_reward_func``) or the default ``RBRReward()``."""
+    return await asyncio.to_thread(_rbr_reward or _default(), prompts, completions, **kwargs)
 
 
-async def rbr_reward_async(prompts, completions, **kwargs) -> list[float]:
-    """The default RBR reward (embedded grader, hand-set weights) for TRL's async reward path."""
-    return await asyncio.to_thread(_default, prompts, completions, **kwargs)
+def _named(func: Callable, **bound: Any) -> functools.partial:
+    p = functools.partial(func, **bound)
+    p.__name__ = func.__name__  # TRL <= 1.8 reads __name__; later versions unwrap the partial
+    return p
+
+
+def async_reward_func(reward: RBRReward) -> functools.partial:
+    """``reward`` as an async TRL reward function (picklable, seen as async by every TRL version)."""
+    return _named(rbr_reward_async, _rbr_reward=reward)
+
+
+async def rbr_server(prompts: Sequence, completions: Sequence, _rbr_server: tuple = (), **kwargs: Any) -> list[float]:
+    """The RBR reward from a running ``rbr-fast serve`` (``_rbr_server``: as bound by ``RBRServerReward``)."""
+    url, token, timeout_s, column = _rbr_server
+    types = kwargs.get(column) or [None] * len(prompts)
+    details = await score_remote(url, list(zip(prompts, completions, types)), token, timeout_s)
+    log_details(details, sorted({d["response_type"] for d in details}), kwargs)
+    return [d["reward"] for d in details]
+
+
+def RBRServerReward(url: str, token: Optional[str] = None, timeout_s: float = 300.0,
+                    response_type_column: str = "response_type") -> functools.partial:
+    """An async TRL reward function scoring on the ``rbr-fast serve`` at ``url`` (``token``: its
+    ``--token``): no grader in the trainer's process, picklable for TRL's async GRPO worker."""
+    return _named(rbr_server, _rbr_server=(url, token, timeout_s, response_type_column))

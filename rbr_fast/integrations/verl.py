@@ -1,50 +1,90 @@
-"""The RBR reward as a verl custom reward function.
+"""The RBR reward as a verl custom reward function (verl 0.8 - 0.9.1, the reward loop).
 
-    reward.custom_reward_function.path=<site-packages>/rbr_fast/integrations/verl.py
+    reward.custom_reward_function.path=pkg://rbr_fast.integrations.verl     # recommended
     reward.custom_reward_function.name=compute_score
+    +reward.custom_reward_function.reward_kwargs.model=/path/to/grader      # optional, see below
 
-verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)`` once
-per sample, from several threads at once in its parallel reward managers. Each call here is
-pooled with the concurrent ones into one grader batch (``MicroBatcher``: at most
-``RBR_FAST_VERL_MAX_BATCH`` samples, 64 by default, waiting at most ``RBR_FAST_VERL_MAX_WAIT_MS``,
-20 by default). The prompt comes from ``extra_info["prompt"]`` (a string or chat messages: put it
-there in the data preprocessing), the response type from ``extra_info["response_type"]`` (else
-inferred from the prompt). Returns ``{"score": reward, "rbr/<proposition>": P(yes), ...}``.
+``pkg://`` imports this real module. A file path to this file works too: verl then executes it as
+a fresh module (``custom_module_<hash>``, outside ``sys.modules``) in every reward worker, which
+is why this file uses absolute imports only, defines no dataclasses and keeps no state: the grader
+and its batcher live in ``rbr_fast.integrations.pool``, one per process and configuration.
+
+``compute_score`` is a coroutine function: verl's reward loop awaits it with every sample of a
+worker in flight at once, and the samples are pooled into grader batches of up to ``max_batch``.
+``compute_score_sync`` is the same reward as a plain function, for callers that need one (verl's
+``remote`` reward manager, the legacy managers); verl runs those in a thread pool of at most 32
+threads, so its batches stay below 32.
+
+Options (verl passes ``reward_kwargs`` into every call, over the call's own keyword arguments):
+``model``, ``weights`` ("hand", "xstest" or a file), ``spec``, ``device``, ``dtype``, ``max_batch``,
+``max_wait_ms``, each also read from ``RBR_FAST_<NAME>``; or ``server_url`` (+ ``token``) to score
+on a running ``rbr-fast serve`` instead of a grader in this process.
+
+Each sample: the prompt is ``extra_info["raw_prompt"]`` (chat messages; verl's agent loop puts it
+there), else ``extra_info["prompt"]``, else ``extra_info["question"]``; the response type is
+``extra_info["response_type"]``, else ``ground_truth`` when it names a type, else inferred from the
+prompt. Returns ``{"score": reward, "rbr/p_ideal": P(best class), "rbr/<proposition>": P(yes), ...}``
+with the same keys for every sample (verl stacks them per key). A sample that cannot be scored
+raises, after one ERROR log line: verl stops the step rather than train on a made-up reward.
 """
-from __future__ import annotations
-
-import os
-import threading
+import logging
 from typing import Any, Optional
 
-from .batching import MicroBatcher
-from .trl import RBRReward
+from rbr_fast.integrations.client import score_remote
+from rbr_fast.integrations.items import as_type, check_item, p_ideal
+from rbr_fast.integrations.pool import options, pooled
 
-_lock = threading.Lock()
-_batcher: Optional[MicroBatcher] = None
-_reward = RBRReward()  # the default reward; replace with configure()
-
-
-def configure(reward: RBRReward, max_batch: Optional[int] = None, max_wait_ms: Optional[float] = None) -> None:
-    """Use ``reward`` (and batching limits) for the following calls."""
-    global _reward, _batcher
-    with _lock:
-        _reward = reward
-        _batcher = MicroBatcher(_score_batch, max_batch or int(os.environ.get("RBR_FAST_VERL_MAX_BATCH", 64)),
-                                max_wait_ms if max_wait_ms is not None else
-                                float(os.environ.get("RBR_FAST_VERL_MAX_WAIT_MS", 20)))
+log = logging.getLogger("rbr_fast.verl")
+_PROMPT_KEYS = ("raw_prompt", "prompt", "question")
 
 
-def _score_batch(items: list[tuple[Any, str, Optional[str]]]) -> list[dict]:
-    return [{"score": d["reward"], **{f"rbr/{k}": v for k, v in d["propositions"].items()}}
-            for d in _reward.score_items(items)]
+def _item(solution_str: Any, ground_truth: Any, extra_info: Optional[dict], spec=None) -> tuple:
+    info = extra_info if isinstance(extra_info, dict) else {}
+    prompt = next((info[k] for k in _PROMPT_KEYS if info.get(k) is not None), None)
+    if hasattr(prompt, "tolist"):  # verl may hand non-tensor data over as numpy object arrays
+        prompt = prompt.tolist()
+    if prompt is None:
+        raise ValueError("no prompt: put it in extra_info['prompt'] when preprocessing the data (verl's agent "
+                         "loop adds extra_info['raw_prompt'] itself)")
+    rtype = info.get("response_type")
+    if spec is None:  # scored by a server, which checks the item against its own spec
+        return prompt, solution_str, rtype
+    return check_item(spec, prompt, solution_str, rtype if rtype is not None else as_type(spec, ground_truth), "sample")
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Optional[dict] = None,
-                  **kwargs: Any) -> dict:
-    """verl's per-sample reward call (see the module docstring)."""
-    if not isinstance(extra_info, dict) or "prompt" not in extra_info:
-        raise ValueError("rbr_fast verl reward: put the prompt in extra_info['prompt'] when preprocessing the data")
-    if _batcher is None:
-        configure(_reward)
-    return _batcher((extra_info["prompt"], solution_str, extra_info.get("response_type")))
+def _result(detail: dict) -> dict:
+    return {"score": detail["reward"], "rbr/p_ideal": p_ideal(detail),
+            **{f"rbr/{k}": v for k, v in detail["propositions"].items()}}
+
+
+def _log_failure(data_source: Any, e: Exception) -> None:
+    log.error("rbr_fast verl reward: a %r sample failed: %s: %s", data_source, type(e).__name__, e)
+
+
+async def compute_score(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
+                        extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
+    """verl's per-sample reward call, awaited (see the module docstring)."""
+    try:
+        if kwargs.get("server_url"):
+            item = _item(solution_str, ground_truth, extra_info)
+            (detail,) = await score_remote(kwargs["server_url"], [item], kwargs.get("token"))
+        else:
+            pool = pooled(**options(kwargs))
+            (detail,) = await pool.batcher.score([_item(solution_str, ground_truth, extra_info, pool.reward.spec)])
+        return _result(detail)
+    except Exception as e:
+        _log_failure(data_source, e)
+        raise
+
+
+def compute_score_sync(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
+                       extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
+    """``compute_score`` for callers that need a plain function (blocks its thread; thread-safe)."""
+    try:
+        if kwargs.get("server_url"):
+            raise ValueError("server_url needs the coroutine compute_score")
+        pool = pooled(**options(kwargs))
+        return _result(pool.batcher(_item(solution_str, ground_truth, extra_info, pool.reward.spec)))
+    except Exception as e:
+        _log_failure(data_source, e)
+        raise

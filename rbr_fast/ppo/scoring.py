@@ -6,8 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..grading import Grader
-from ..integrations.trl import RBRReward, proposition_means
-from ..reward import RewardWeights, RuleBasedReward
+from ..reward import RewardWeights, RuleBasedReward, proposition_means
 from .config import PPOConfig
 from .data import Prompt
 from .models import load_reward_model, reward_model_scores
@@ -30,14 +29,14 @@ class SequenceScore:
         self.reward_fn = reward_fn
         self.rbr = None
         if cfg.rbr:
-            self.rbr = RBRReward(RuleBasedReward(grader, weights=weights))
+            self.rbr = RuleBasedReward(grader, weights=weights)
         self.rm = load_reward_model(cfg.reward_model, device) if cfg.reward_model else None
 
     def __call__(self, prompts: Sequence[Prompt], texts: Sequence[str], rollout: Rollout):
         score = torch.zeros(len(texts), dtype=torch.float32)
         metrics: dict = {}
         if self.rbr is not None:
-            details = self.rbr.score_items([(p.prompt, t, p.response_type) for p, t in zip(prompts, texts)])
+            details = self.rbr.details([p.prompt for p in prompts], list(texts), [p.response_type for p in prompts])
             rbr = torch.tensor([d["rbr"] for d in details], dtype=torch.float32)
             score += self.cfg.rbr_coef * rbr
             metrics["rbr"] = float(rbr.mean())

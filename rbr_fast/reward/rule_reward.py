@@ -1,6 +1,7 @@
 """``RuleBasedReward``: grader -> proposition probabilities -> features -> RBR reward (+ RM score)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
@@ -11,6 +12,26 @@ from ..rules import RuleSpec
 from .weights import RewardWeights
 
 TypeLike = Union[str, int]
+WeightsLike = Union[RewardWeights, str, Path, None]
+
+# What ``weights=None`` means for every RuleBasedReward, adapter and server: a ``RewardWeights.named``
+# name. The one place to change the drop-in reward's default.
+DEFAULT_WEIGHTS = "hand"
+
+
+def resolve_weights(weights: WeightsLike, spec: RuleSpec) -> RewardWeights:
+    """``RewardWeights`` for ``spec`` from weights, a ``RewardWeights.named`` name ("hand", "xstest")
+    or file, or None (``DEFAULT_WEIGHTS``); refuses weights made for another spec."""
+    if isinstance(weights, RewardWeights):
+        weights.check(spec)
+        return weights
+    return RewardWeights.named(DEFAULT_WEIGHTS if weights is None else weights, spec)
+
+
+def proposition_means(details: Sequence[dict]) -> dict[str, float]:
+    """``{"rbr/<proposition>": mean P(yes)}`` over a batch of ``details`` (empty for no details)."""
+    names = details[0]["propositions"] if details else ()
+    return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
 
 
 class RuleBasedReward:
@@ -19,40 +40,73 @@ class RuleBasedReward:
     Args:
         grader: answers the spec's propositions (its ``spec`` is used unless ``spec`` is given, which
             must then be the same spec).
-        weights: per-response-type feature weights (default: ``RewardWeights.hand_set(spec)``).
+        weights: per-response-type feature weights, or a ``RewardWeights.named`` name or file
+            (default: ``DEFAULT_WEIGHTS``).
     """
 
-    def __init__(self, grader: Grader, spec: Optional[RuleSpec] = None, weights: Optional[RewardWeights] = None):
+    def __init__(self, grader: Grader, spec: Optional[RuleSpec] = None, weights: WeightsLike = None):
         self.grader = grader
         self.spec = spec or grader.spec
         if self.spec.fingerprint() != grader.spec.fingerprint():
             raise ValueError("the grader asks another spec's questions; build the Grader with spec=... too")
-        self.weights = weights or RewardWeights.hand_set(self.spec)
-        self.weights.check(self.spec)
+        self.weights = resolve_weights(weights, self.spec)
         self._conj = self.spec.conjunctions()
 
-    def _types(self, response_types: Sequence[TypeLike], n: int) -> torch.Tensor:
-        if isinstance(response_types, (str, bytes)) or len(response_types) != n:
-            raise ValueError(f"response_types must be a sequence of {n} names, labels or indices")
-        out = []
-        for t in response_types:
-            if isinstance(t, bool) or not isinstance(t, (int, str)):
-                raise TypeError(f"response type {t!r} must be a name, a label or an index")
-            if isinstance(t, int):
-                if not 0 <= t < len(self.spec.response_types):
-                    raise ValueError(f"response type index {t} outside [0, {len(self.spec.response_types)})")
-                out.append(t)
-            else:
-                try:
-                    out.append(self.spec.type_index(t))
-                except KeyError as e:
-                    raise ValueError(str(e.args[0])) from None
-        return torch.tensor(out, dtype=torch.int64)
+    @classmethod
+    def load(cls, model: Optional[str] = None, *, weights: WeightsLike = None,
+             spec: Union[RuleSpec, str, Path, None] = None, **grader_kwargs) -> "RuleBasedReward":
+        """The reward on a grader loaded from ``model`` (``Grader.from_pretrained``: a folder or hub id,
+        with ``revision``, ``token``, ``gguf_file``, ``dtype``, ``device``, ...; default: the embedded
+        SmolLM2, ``Grader.default``). The spec and weights are checked before the model loads, so a
+        wrong weights file fails at once."""
+        spec = RuleSpec.load(spec) if isinstance(spec, (str, Path)) else (spec or RuleSpec.default())
+        w = resolve_weights(weights, spec)
+        if model:
+            grader = Grader.from_pretrained(model, spec=spec, **grader_kwargs)
+        else:
+            hub = {"revision", "token", "gguf_file"}
+            given = sorted(k for k in hub if grader_kwargs.get(k))
+            if given:
+                raise ValueError(f"{', '.join(given)} need a model (a folder or hub id); the embedded grader has none")
+            grader = Grader.default(spec=spec, **{k: v for k, v in grader_kwargs.items() if k not in hub})
+        return cls(grader, weights=w)
+
+    def _types(self, prompts: Sequence, response_types: Optional[Sequence[Optional[TypeLike]]], n: int):
+        """(type index per completion, rows whose type was inferred, their prompt grades or None):
+        a None entry (or no ``response_types``) is inferred, each distinct prompt graded once; given
+        types are kept whatever else is in the batch."""
+        types = [None] * n if response_types is None else response_types
+        if isinstance(types, (str, bytes)) or len(types) != n:
+            raise ValueError(f"response_types must be a sequence of {n} names, labels, indices or None")
+        out = [None if t is None else self._type_index(t) for t in types]  # given types checked first
+        missing = [i for i, t in enumerate(out) if t is None]
+        inferred = None
+        if missing:
+            if not self.spec.type_rules:
+                raise ValueError("response_types is required: give one per completion (e.g. 'hard_refuse' or "
+                                 "'Comply'); this spec has no response_type_rules to infer it from")
+            inferred = self._infer([prompts[i] for i in missing])
+            for i, t in zip(missing, self.spec.infer_types(inferred.p_yes)):
+                out[i] = self.spec.type_index(t)
+        return torch.tensor(out, dtype=torch.int64), missing, inferred
+
+    def _type_index(self, t: TypeLike) -> int:
+        if isinstance(t, bool) or not isinstance(t, (int, str)):
+            raise TypeError(f"response type {t!r} must be a name, a label or an index")
+        if isinstance(t, int):
+            if not 0 <= t < len(self.spec.response_types):
+                raise ValueError(f"response type index {t} outside [0, {len(self.spec.response_types)})")
+            return t
+        try:
+            return self.spec.type_index(t)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
 
     def _infer(self, prompts):
         """Prompt-proposition grades per completion, each distinct prompt graded once (a GRPO
         group shares one prompt, and so one inferred type)."""
         import json
+
         from ..grading import Grades
         keys = [json.dumps(p, sort_keys=True) for p in prompts]
         first: dict = {}
@@ -66,14 +120,9 @@ class RuleBasedReward:
 
     def _run(self, prompts, completions, response_types, rm_scores):
         n = len(completions)
-        inferred = None
-        if response_types is None:
-            if not self.spec.type_rules:
-                raise ValueError("response_types is required: give one per completion (e.g. 'hard_refuse' or "
-                                 "'Comply'); this spec has no response_type_rules to infer it from")
-            inferred = self._infer(prompts) if n else None
-            response_types = self.spec.infer_types(inferred.p_yes) if n else []
-        rt = self._types(response_types, n)
+        if len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} prompts but {n} completions")
+        rt, missing, inferred = self._types(prompts, response_types, n)
         rm = None
         if rm_scores is not None:
             rm = torch.as_tensor(rm_scores, dtype=torch.float64).reshape(-1)
@@ -81,20 +130,24 @@ class RuleBasedReward:
                 raise ValueError(f"rm_scores must be {n} finite numbers")
         grades = self.grader.grade(prompts, completions)
         if n == 0:
-            return grades, rt, torch.zeros(0), torch.zeros(0, len(self.spec.feature_names)), rm, inferred
+            return grades, rt, torch.zeros(0), torch.zeros(0, len(self.spec.feature_names)), rm, {}
         out = rbr_reward_from_props(grades.p_yes, self._conj, self.weights.weights, rt, self.weights.bias)
-        return grades, rt, out.reward, out.features, rm, inferred
+        # prompt grades of the inferred rows, by row
+        prompt_grades = {i: dict(zip(inferred.propositions, inferred.p_yes[j].tolist())) for j, i in enumerate(missing)}
+        return grades, rt, out.reward, out.features, rm, prompt_grades
 
-    def score(self, prompts: Sequence, completions: Sequence, response_types: Optional[Sequence[TypeLike]] = None,
+    def score(self, prompts: Sequence, completions: Sequence,
+              response_types: Optional[Sequence[Optional[TypeLike]]] = None,
               rm_scores: Optional[Sequence[float]] = None) -> list[float]:
-        """One reward per completion: the RBR reward, plus ``rm_scores`` when given. Without
-        ``response_types`` each prompt's type is inferred by the grader (``RuleSpec.infer_types``)."""
+        """One reward per completion: the RBR reward, plus ``rm_scores`` when given. Where
+        ``response_types`` is None or has a None entry, that prompt's type is inferred by the grader
+        (``RuleSpec.infer_types``); a given type is used as is."""
         _, _, reward, _, rm, _ = self._run(prompts, completions, response_types, rm_scores)
         total = reward.double() + (rm if rm is not None else 0.0)
         return total.tolist()
 
     def score_groups(self, prompts: Sequence, completions: Sequence, groups: Sequence,
-                     response_types: Optional[Sequence[TypeLike]] = None, k: int = 3) -> list[float]:
+                     response_types: Optional[Sequence[Optional[TypeLike]]] = None, k: int = 3) -> list[float]:
         """Data-adaptive scores for groups of completions of one prompt (GRPO): in each group the k
         propositions relevant to its response type whose probabilities spread most across the group
         score every member (mean signed probability, see ``reward.adaptive``). One score per
@@ -117,10 +170,12 @@ class RuleBasedReward:
                 out[i] = s
         return out
 
-    def details(self, prompts: Sequence, completions: Sequence, response_types: Optional[Sequence[TypeLike]] = None,
+    def details(self, prompts: Sequence, completions: Sequence,
+                response_types: Optional[Sequence[Optional[TypeLike]]] = None,
                 rm_scores: Optional[Sequence[float]] = None) -> list[dict]:
-        """Per completion: reward, RBR part, RM score, response type (and where it came from), and the
-        probability of every proposition, derived proposition and class of its type."""
+        """Per completion: reward, RBR part, RM score, response type (and where it came from: "given" or
+        "inferred", with the prompt propositions' probabilities), and the probability of every
+        proposition, derived proposition and class of its type (best class first)."""
         grades, rt, reward, feats, rm, inferred = self._run(prompts, completions, response_types, rm_scores)
         names = self.spec.feature_names
         P = len(self.spec.propositions)
@@ -132,9 +187,8 @@ class RuleBasedReward:
             out.append({
                 "reward": float(reward[i]) + (float(rm[i]) if rm is not None else 0.0),
                 "rbr": float(reward[i]), "rm_score": float(rm[i]) if rm is not None else None,
-                "response_type": t, "response_type_source": "given" if inferred is None else "inferred",
-                **({} if inferred is None else
-                   {"prompt_propositions": dict(zip(inferred.propositions, inferred.p_yes[i].tolist()))}),
+                "response_type": t, "response_type_source": "inferred" if i in inferred else "given",
+                **({"prompt_propositions": inferred[i]} if i in inferred else {}),
                 "propositions": dict(zip(names[:P], f[:P])),
                 "answer_mass": dict(zip(grades.propositions, grades.mass[i].tolist())),
                 "derived": {n: f[j] for j, n in enumerate(names) if P <= j and "/" not in n},

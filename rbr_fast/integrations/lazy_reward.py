@@ -1,0 +1,71 @@
+"""``LazyReward``: the reward every adapter and server scores with, built on first use from a recipe.
+
+Trainers pickle reward functions into other processes (TRL's async GRPO worker, Ray actors), so
+an adapter holds the recipe (grader model, weights, spec, grader options) and builds the
+``RuleBasedReward`` in the process that first scores. The spec and weights are resolved at once
+(cheap, and a wrong weights file fails where it is given); the model loads on first use.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from ..reward import RuleBasedReward, resolve_weights
+from ..reward.rule_reward import WeightsLike
+from ..rules import RuleSpec
+
+# (prompt, completion, response type or None): what the adapters score; None means inferred
+Item = tuple
+
+
+class LazyReward:
+    """Args:
+        reward: a ready ``RuleBasedReward`` (then pickled with its model).
+        model: grader model for ``Grader.from_pretrained`` (a folder or hub id); default the embedded
+            SmolLM2.
+        weights: ``RewardWeights``, "hand", "xstest" or a weights file (default: ``DEFAULT_WEIGHTS``).
+        spec: a ``RuleSpec`` or a spec YAML path (default: the shipped spec).
+        grader_kwargs: for ``Grader.from_pretrained`` / ``Grader.default`` (``revision``, ``token``,
+            ``dtype``, ``device``, ``gguf_file``, ``token_budget``, ...).
+    """
+
+    def __init__(self, reward: Optional[RuleBasedReward] = None, *, model: Optional[str] = None,
+                 weights: WeightsLike = None, spec: Union[RuleSpec, str, Path, None] = None, **grader_kwargs: Any):
+        self._reward = reward
+        self._given = reward is not None
+        if reward is not None:
+            self.spec, self.weights = reward.spec, reward.weights
+        else:
+            self.spec = RuleSpec.load(spec) if isinstance(spec, (str, Path)) else (spec or RuleSpec.default())
+            self.weights = resolve_weights(weights, self.spec)
+        self.model, self.grader_kwargs = model, grader_kwargs
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        if not self._given:
+            state["_reward"] = None  # rebuilt from the recipe where it is unpickled
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def reward(self) -> RuleBasedReward:
+        """The reward, loaded once per process even when several threads ask at once."""
+        with self._lock:
+            if self._reward is None:
+                self._reward = RuleBasedReward.load(self.model, weights=self.weights, spec=self.spec,
+                                                    **self.grader_kwargs)
+            return self._reward
+
+    def details(self, items: Sequence[Item]) -> list[dict]:
+        """``RuleBasedReward.details`` of (prompt, completion, response type or None) items: a given
+        type is kept and only the missing ones are inferred, whatever else shares the batch."""
+        if not items:
+            return []
+        prompts, completions, types = zip(*items)
+        return self.reward.details(list(prompts), list(completions), list(types))

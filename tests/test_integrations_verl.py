@@ -1,0 +1,187 @@
+"""The verl adapter, loaded and called the way verl 0.8 - 0.9.1 does (verl itself is not installed
+here: it pulls Ray and a GPU training stack, so its loading and calling are reproduced).
+
+verl loads ``reward.custom_reward_function.path`` as a fresh module ``custom_module_<hash>``
+(``spec_from_file_location``, not put in ``sys.modules``), wraps the function so that
+``reward_kwargs`` override the call's keyword arguments, and its reward manager calls it once per
+sample with keywords: awaited when it is a coroutine function (every sample in flight at once),
+else in the event loop's default thread pool (at most 32 threads).
+"""
+import asyncio
+import functools
+import importlib.util
+import inspect
+import logging
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rbr_fast.integrations
+from rbr_fast.integrations import pool as pool_module
+
+VERL_FILE = str(Path(rbr_fast.integrations.__file__).parent / "verl.py")
+
+
+def load_like_verl(path: str = VERL_FILE):
+    spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def wrap_like_verl(fn, reward_kwargs: dict):
+    """verl's wrapper: positional arguments pass through, reward_kwargs win over call kwargs; a
+    coroutine function stays one (inspect sees through the partial)."""
+    if inspect.iscoroutinefunction(fn):
+        async def call_async(fn, extra, *args, **kwargs):
+            return await fn(*args, **{**kwargs, **extra})
+        return functools.partial(call_async, fn, reward_kwargs)
+
+    def call(fn, extra, *args, **kwargs):
+        return fn(*args, **{**kwargs, **extra})
+    return functools.partial(call, fn, reward_kwargs)
+
+
+async def manager_scores(fn, samples, threads: int = 32):
+    """verl's reward manager over a batch: one task per sample, keyword calls; sync functions in
+    the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(threads))
+
+    async def one(s):
+        kw = dict(data_source="rbr", solution_str=s["response"], ground_truth=s["ground_truth"],
+                  extra_info=s["extra_info"])
+        if inspect.iscoroutinefunction(fn):
+            return await fn(**kw)
+        return await loop.run_in_executor(None, lambda: fn(**kw))
+    return await asyncio.gather(*(one(s) for s in samples))
+
+
+TYPES = ["comply", "hard_refuse", "Safe Refuse 1", None, None]
+
+
+def samples(n: int, seed: int = 0) -> list[dict]:
+    """Samples as verl's preprocessing makes them: the prompt in extra_info (a string, or chat
+    messages as verl's agent loop puts in raw_prompt, as a list or a numpy object array), the type
+    in extra_info, in ground_truth or absent (inferred)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        prompt = f"Question {i % 7}: how do I do thing {i % 5}?"
+        messages = [{"role": "user", "content": prompt}]
+        info = ({"raw_prompt": np.array(messages, dtype=object) if i % 4 == 1 else messages} if i % 2
+                else {"prompt": prompt, "index": i})
+        t = rng.choice(TYPES)
+        truth = "gold answer"
+        if t is not None and i % 3 == 0:
+            truth = t
+        elif t is not None:
+            info["response_type"] = t
+        out.append({"prompt": messages if i % 2 else prompt, "response": f"Reply {i}: " + "words " * (i % 4),
+                    "type": t, "ground_truth": truth, "extra_info": info})
+    return out
+
+
+@pytest.fixture(scope="module")
+def kwargs(tiny_grader_dir):
+    return {"model": tiny_grader_dir, "dtype": "float32", "device": "cpu", "max_wait_ms": 200}
+
+
+def alone(kw, batch):
+    """Each sample scored by itself, directly on the same reward."""
+    reward = pool_module.pooled(**kw).reward.reward
+    return [reward.score([s["prompt"]], [s["response"]], [s["type"]])[0] for s in batch]
+
+
+def test_async_compute_score_loaded_by_path_pools_every_sample(kwargs):
+    module = load_like_verl()
+    assert module.__name__.startswith("custom_module_") and module.__name__ not in __import__("sys").modules
+    fn = wrap_like_verl(module.compute_score, kwargs)
+    assert inspect.iscoroutinefunction(fn)
+    batch = samples(96)
+    got = asyncio.run(manager_scores(fn, batch))
+    assert [g["score"] for g in got] == pytest.approx(alone(kwargs, batch), abs=1e-5)  # mixed types, pooled
+    assert len({tuple(sorted(g)) for g in got}) == 1 and {"score", "rbr/p_ideal", "rbr/apology"} <= set(got[0])
+    assert all(0 <= g["rbr/p_ideal"] <= 1 for g in got)
+    assert max(pool_module.pooled(**kwargs).batcher.sizes) == 64  # not capped by a thread pool
+
+
+def test_sync_compute_score_in_verls_thread_pool(kwargs):
+    kw = {**kwargs, "max_batch": 48}  # another configuration: its own pool
+    fn = wrap_like_verl(load_like_verl().compute_score_sync, kw)
+    assert not inspect.iscoroutinefunction(fn)
+    batch = samples(64, seed=1)
+    got = asyncio.run(manager_scores(fn, batch, threads=32))
+    assert [g["score"] for g in got] == pytest.approx(alone(kwargs, batch), abs=1e-5)
+    sizes = pool_module.pooled(**kw).batcher.sizes
+    assert 1 < max(sizes) <= 32  # the 32 threads are all the concurrency there is
+    # the legacy "prime" manager calls positionally (data_source, solution_str, ground_truth, extra_info)
+    s = batch[0]
+    positional = fn("rbr", s["response"], s["ground_truth"], s["extra_info"])
+    assert positional["score"] == pytest.approx(got[0]["score"], abs=1e-5)
+
+
+def test_reward_kwargs_win_and_copies_share_one_grader(kwargs):
+    first = load_like_verl()
+    before = dict(pool_module._pools)
+    second = load_like_verl()  # verl loads the file again for another manager in the same process
+    fn = wrap_like_verl(second.compute_score, kwargs)
+    s = samples(1)[0]
+    out = asyncio.run(fn(data_source="x", solution_str=s["response"], ground_truth=None, extra_info=s["extra_info"],
+                         model="/nowhere", reward_router_address="127.0.0.1:1"))  # call kwargs lose, unknown ignored
+    assert first is not second and pool_module._pools == before  # no second grader in this process
+    assert out["score"] == pytest.approx(alone(kwargs, [{**s, "type": s["extra_info"].get("response_type")}])[0],
+                                         abs=1e-5)
+
+
+def test_a_bad_sample_raises_with_one_error_line_and_fails_alone(kwargs, caplog):
+    fn = wrap_like_verl(load_like_verl().compute_score, kwargs)
+    good = samples(3)
+    bad = [{**good[0], "extra_info": {"index": 0}}, {**good[1], "extra_info": {"prompt": "p", "response_type": "x"}}]
+
+    async def run():
+        return await asyncio.gather(*(fn(data_source="rbr", solution_str=s["response"], ground_truth=s["ground_truth"],
+                                         extra_info=s["extra_info"]) for s in good + bad), return_exceptions=True)
+    with caplog.at_level(logging.ERROR, logger="rbr_fast.verl"):
+        out = asyncio.run(run())
+    assert all(isinstance(o, dict) for o in out[:3])
+    assert isinstance(out[3], ValueError) and "extra_info['prompt']" in str(out[3])
+    assert isinstance(out[4], ValueError) and "sample.response_type: unknown response type 'x'" in str(out[4])
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+
+
+def _worker_process(kw: dict, batch: list) -> tuple:
+    """One verl reward worker: its own process, the file loaded by path, one grader of its own."""
+    module = load_like_verl()
+    fn = wrap_like_verl(module.compute_score, kw)
+    scores = [g["score"] for g in asyncio.run(manager_scores(fn, batch))]
+    return os.getpid(), scores, len(pool_module._pools)
+
+
+def test_several_worker_processes_each_load_one_grader(kwargs):
+    batch = samples(8, seed=2)
+    ctx = __import__("multiprocessing").get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        results = [f.result(timeout=300) for f in [ex.submit(_worker_process, kwargs, batch[:4]),
+                                                   ex.submit(_worker_process, kwargs, batch[4:])]]
+    assert results[0][0] != results[1][0] and [r[2] for r in results] == [1, 1]
+    assert results[0][1] + results[1][1] == pytest.approx(alone(kwargs, batch), abs=1e-5)
+
+
+def test_server_url_shares_one_grader_across_workers(kwargs):
+    pytest.importorskip("fastapi")
+    from live_server import Server
+    reward = pool_module.pooled(**kwargs).reward
+    server = Server(reward, token="t0k")
+    try:
+        fn = wrap_like_verl(load_like_verl().compute_score, {"server_url": server.url, "token": "t0k"})
+        batch = [s for s in samples(12, seed=3) if s["ground_truth"] == "gold answer"]  # the server reads extra_info
+        got = asyncio.run(manager_scores(fn, batch))
+    finally:
+        server.stop()
+    assert [g["score"] for g in got] == pytest.approx(alone(kwargs, batch), abs=1e-5)
+    assert len({tuple(sorted(g)) for g in got}) == 1

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from .features import POOLINGS
 from .labelled import content_key
 
 
@@ -40,7 +41,7 @@ class FeatureCache:
         return have
 
     def get(self, conversations: Sequence, completions: Sequence, chunk: int = 32) -> torch.Tensor:
-        """``[N, len(layers), 4, H]`` float32 features, computing (and saving) only the missing rows."""
+        """``[N, len(layers), len(POOLINGS), H]`` float32 features, computing (and saving) only the missing rows."""
         keys = [content_key(c, r) for c, r in zip(conversations, completions)]
         have = self._load()
         todo = list(dict.fromkeys(k for k in keys if k not in have))
@@ -61,5 +62,5 @@ class FeatureCache:
             have.update(zip(part, x.unbind(0)))
         bar.close()
         if not keys:
-            return torch.zeros(0, len(self.layers), 4, self.grader.model.config.hidden_size)
+            return torch.zeros(0, len(self.layers), len(POOLINGS), self.grader.model.config.hidden_size)
         return torch.stack([have[k] for k in keys])

@@ -1,8 +1,10 @@
 """Hidden-state features of a completion, the inputs of trained proposition heads.
 
 One forward pass over the grader's head + transcript (no question); the outputs of chosen decoder
-layers are pooled four ways over the transcript's pieces (``POOLINGS``): the mean and the last
-token of the reply, and of the conversation before it. A causal model's states of the conversation
+layers are pooled over the transcript's pieces (``POOLINGS``): the mean and the last token of the
+reply and of the conversation before it, the element-wise max over the reply (a phrase anywhere in
+a long reply) and the mean of the reply's first ``HEAD_TOKENS`` tokens (how it opens: refusals and
+apologies come first). A causal model's states of the conversation
 do not depend on the reply, so one pass serves questions about the reply and about the request.
 
 Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
@@ -16,7 +18,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last")
+POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last", "reply_max", "reply_head")
+HEAD_TOKENS = 16
 
 
 class _Stop(Exception):
@@ -71,23 +74,29 @@ def run_until(fn) -> None:
 
 
 def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """``[B, 4, H]`` float32 poolings (``POOLINGS`` order) of ``hidden`` ``[B, T, H]`` over each row's
-    half-open token ranges. An empty range (a piece cut away, or no reply) pools the token just
-    before it, the last thing the model read."""
-    B, T, _ = hidden.shape
-    w = torch.zeros(B, 4, T, dtype=torch.float32)
+    """``[B, len(POOLINGS), H]`` float32 poolings of ``hidden`` ``[B, T, H]`` over each row's half-open
+    token ranges. An empty range (a piece cut away, or no reply) pools the token just before it,
+    the last thing the model read."""
+    B, T, H = hidden.shape
+    w = torch.zeros(B, 5, T, dtype=torch.float32)  # the poolings that are weighted sums: 0-3 and reply_head
+    peak = torch.empty(B, H, dtype=torch.float32, device=hidden.device)
     for b, ((c0, c1), (r0, r1)) in enumerate(zip(conversation, reply)):
         for k, (s, e) in ((0, (r0, r1)), (2, (c0, c1))):
             if e <= s:
                 s, e = max(s - 1, 0), max(s, 1)
             w[b, k, s:e] = 1.0 / (e - s)
             w[b, k + 1, e - 1] = 1.0
-    return torch.einsum("bkt,bth->bkh", w.to(hidden.device), hidden.float())
+            if k == 0:
+                h = min(e, s + HEAD_TOKENS)
+                w[b, 4, s:h] = 1.0 / (h - s)
+                peak[b] = hidden[b, s:e].float().amax(0)
+    sums = torch.einsum("bkt,bth->bkh", w.to(hidden.device), hidden.float())
+    return torch.cat([sums[:, :4], peak[:, None], sums[:, 4:]], 1)
 
 
 def pooled_features(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor, list, list]],
                     layers: Sequence[int]) -> torch.Tensor:
-    """``[N, len(layers), 4, H]`` pooled states for right-padded batches of ``(input_ids [B, T],
+    """``[N, len(layers), len(POOLINGS), H]`` pooled states for right-padded batches of ``(input_ids [B, T],
     attention_mask [B, T], conversation ranges, reply ranges)``, rows in batch order."""
     device = next(model.parameters()).device
     trunk = model.base_model
@@ -96,4 +105,4 @@ def pooled_features(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor, l
         with capture(model, layers, stop=True) as states:
             run_until(lambda: trunk(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False))
         out.append(torch.stack([pool(states[l], conv, reply) for l in layers], 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(layers), 4, model.config.hidden_size)
+    return torch.cat(out) if out else torch.zeros(0, len(layers), len(POOLINGS), model.config.hidden_size)

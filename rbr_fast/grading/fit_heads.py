@@ -1,24 +1,25 @@
 """Fitting proposition heads on pooled features: class-weighted logistic regression (or a small MLP),
 grouped cross-validation, Platt calibration on held-out folds.
 
-Everything here works on tensors already in memory (``features [N, L, 4, H]``, labels ``[N]`` in
-[0, 1] or NaN), so a refit over cached features takes seconds.
+Everything here works on tensors in memory (``features [N, L, len(POOLINGS), H]``, labels ``[N]``
+in [0, 1]), so a refit over cached features takes seconds.
 
 Protocol for one proposition (``fit_one``):
 - folds: rows of one group (a conversation, an XSTest prompt) stay in one fold; groups holding a
   positive are dealt round-robin first, so every fold gets positives;
-- selection: every candidate (inputs, L2 strength, kind) is scored by the AUROC of its
-  out-of-fold logits; the best is refitted on all rows;
-- calibration: Platt scaling fitted on the chosen candidate's out-of-fold logits (never on logits
-  of rows the model was fitted on);
-- honest scores (``cross_validate``): the whole selection + calibration runs again inside each
-  outer training fold, and the outer fold's rows are scored by what that produced.
+- selection (only when there are several candidates): each candidate (inputs, L2 strength, kind)
+  is scored by the AUROC of its out-of-fold logits, and the best is refitted on all rows;
+- calibration: Platt scaling fitted on the chosen candidate's out-of-fold logits, never on logits
+  of rows the model was fitted on;
+- honest scores: the out-of-fold probabilities, calibrated by a Platt fit on the other folds'
+  logits; with several candidates the whole selection runs again inside each outer fold
+  (nested), so no scored row ever took part in choosing, fitting or calibrating its model.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
@@ -31,6 +32,9 @@ class Candidate:
     inputs: tuple[tuple[int, str], ...]  # (layer, pooling) slices, concatenated
     l2: float  # L2 strength per standardised input dimension
     kind: str = "linear"  # or "mlp"
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {' + '.join(f'{p}@{l}' for l, p in self.inputs)}, l2={self.l2:g}"
 
 
 def group_folds(groups: Sequence, positive: Sequence[bool], k: int, seed: int = 0) -> torch.Tensor:
@@ -51,20 +55,23 @@ def _class_weights(y: torch.Tensor) -> tuple[float, float]:
     return 0.5 / p, 0.5 / (1 - p)
 
 
+def _weighted_bce(s: torch.Tensor, y: torch.Tensor, wp: float, wn: float) -> torch.Tensor:
+    ls = torch.nn.functional.logsigmoid
+    return -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean()
+
+
 def fit_linear(z: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     """(w [D], b) of a class-weighted, L2-regularised logistic regression on standardised ``z``
     ``[N, D]`` with (soft) labels ``y`` in [0, 1]; full-batch L-BFGS in float64."""
     z, y = z.double(), y.double()
     wp, wn = _class_weights(y)
     w = torch.zeros(z.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-8,
-                            tolerance_change=1e-12)
+    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-7,
+                            tolerance_change=1e-10)
 
     def closure():
         opt.zero_grad()
-        s = z @ w[:-1] + w[-1]
-        ls = torch.nn.functional.logsigmoid
-        loss = -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean() + l2 * w[:-1].pow(2).sum()
+        loss = _weighted_bce(z @ w[:-1] + w[-1], y, wp, wn) + l2 * w[:-1].pow(2).sum()
         loss.backward()
         return loss
     with torch.enable_grad():
@@ -86,11 +93,9 @@ def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, hidden: int = 64, steps
     w2 = (torch.randn(hidden, generator=g) * math.sqrt(1.0 / hidden)).requires_grad_(True)
     b2 = torch.zeros((), requires_grad=True)
     opt = torch.optim.Adam([w1, b1, w2, b2], lr=3e-3)
-    ls = torch.nn.functional.logsigmoid
     with torch.enable_grad():
         for _ in range(steps):
-            s = torch.relu(z @ w1 + b1) @ w2 + b2
-            loss = -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean() + l2 * (w1.pow(2).sum() + w2.pow(2).sum())
+            loss = _weighted_bce(torch.relu(z @ w1 + b1) @ w2 + b2, y, wp, wn) + l2 * (w1.pow(2).sum() + w2.pow(2).sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,8 +103,8 @@ def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, hidden: int = 64, steps
 
 
 def platt(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(a, b) minimising the log-loss of ``sigmoid(a * logit + b)`` against ``y`` (unweighted: the
-    result is a probability of the data as it is)."""
+    """(a, b) minimising the log-loss of ``sigmoid(a * logit + b)`` against ``y``, unweighted: the
+    result is a probability of the data as it comes, not of a balanced sample."""
     ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([ab], max_iter=100, line_search_fn="strong_wolfe")
     z, y = logits.double(), y.double()
@@ -115,15 +120,11 @@ def platt(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return a, b
 
 
-def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x.mean(0), x.std(0).clamp_min(1e-6)
-
-
 def fit_head(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, c: Candidate,
              platt_ab: tuple[float, float] = (1.0, 0.0), seed: int = 0) -> Head:
-    """A ``Head`` for candidate ``c`` fitted on all given rows (calibration passed in)."""
+    """A ``Head`` for candidate ``c`` fitted on all given rows (its calibration passed in)."""
     x = select(features, layers, c.inputs)
-    mean, scale = _standardiser(x)
+    mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / scale
     if c.kind == "linear":
         w1, b1 = fit_linear(z, y, c.l2)
@@ -138,44 +139,32 @@ def oof_logits(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, f
     out = torch.empty(len(y), dtype=torch.float64)
     for f in fold.unique().tolist():
         tr, te = fold != f, fold == f
-        h = fit_head(features[tr], layers, y[tr], c, seed=seed)
-        out[te] = h.logit(select(features[te], layers, c.inputs))
+        out[te] = fit_head(features[tr], layers, y[tr], c, seed=seed).logit(select(features[te], layers, c.inputs))
     return out
 
 
 def fit_one(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, groups: Sequence,
-            candidates: Sequence[Candidate], k: int, seed: int = 0) -> tuple[Head, dict]:
-    """The best candidate by out-of-fold AUROC over ``k`` grouped folds, refitted on all rows and
-    Platt-calibrated on its out-of-fold logits. Returns (head, {"candidate", "cv_auroc"})."""
+            candidates: Sequence[Candidate], k: int, seed: int = 0) -> tuple[Head, torch.Tensor, dict]:
+    """(head, out-of-fold calibrated P(yes) [N], info) for one proposition with labels ``y`` [N].
+
+    The head is the best candidate (by out-of-fold AUROC over ``k`` grouped folds; the only one when
+    there is one) refitted on all rows, Platt-calibrated on its out-of-fold logits. The
+    out-of-fold probabilities are honest (see the module docstring)."""
     fold = group_folds(groups, (y >= 0.5).tolist(), k, seed)
-    best = None
+    scored = []
     for c in candidates:
         z = oof_logits(features, layers, y, fold, c, seed)
-        a = auroc(z, y >= 0.5)
-        if best is None or a > best[0]:
-            best = (a, c, z)
-    a, c, z = best
-    head = fit_head(features, layers, y, c, platt(z, y), seed)
-    return head, {"candidate": c, "cv_auroc": a}
-
-
-def cross_validate(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, groups: Sequence,
-                   candidates: Sequence[Candidate], k: int, seed: int = 0,
-                   score_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Calibrated out-of-fold P(yes) per row from the whole ``fit_one`` procedure run inside each of
-    ``k`` outer grouped folds (nested: selection and calibration never see the scored fold).
-
-    ``y`` may hold NaN for rows without a label: they are never trained on, and are scored by the
-    fold they fall in (``score_rows`` [N, L, 4, H] features of extra rows to score with every
-    fold's head, averaged, e.g. rows labelled for other propositions only)."""
-    labelled = ~torch.isnan(y)
-    g = [groups[i] for i in range(len(groups))]
-    fold = group_folds(g, [bool(v >= 0.5) for v in y.tolist()], k, seed)
-    p = torch.full((len(y),), float("nan"), dtype=torch.float64)
+        scored.append((auroc(z, y >= 0.5), c, z))
+    best_auc, best, z = max(scored, key=lambda t: t[0])
+    head = fit_head(features, layers, y, best, platt(z, y), seed)
+    p = torch.empty(len(y), dtype=torch.float64)
     for f in range(k):
-        tr = (fold != f) & labelled
-        idx = tr.nonzero().flatten().tolist()
-        head, _ = fit_one(features[tr], layers, y[tr], [g[i] for i in idx], candidates, k - 1, seed)
-        te = fold == f
-        p[te] = head.prob(select(features[te], layers, head.inputs)).double()
-    return p
+        tr, te = fold != f, fold == f
+        if len(candidates) == 1:  # calibrate each fold's logits on the other folds' logits
+            a, b = platt(z[tr], y[tr])
+            p[te] = torch.sigmoid(a * z[te] + b)
+        else:  # nested: choose, fit and calibrate again on the other folds alone
+            idx = tr.nonzero().flatten().tolist()
+            inner, _, _ = fit_one(features[tr], layers, y[tr], [groups[i] for i in idx], candidates, k - 1, seed)
+            p[te] = inner.prob(select(features[te], layers, inner.inputs)).double()
+    return head, p, {"candidate": str(best), "selection_auroc": best_auc}

@@ -14,7 +14,7 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
-from .features import capture, pool, pooled_features
+from .features import HEAD_TOKENS, POOLINGS, capture, pool, pooled_features
 from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
@@ -219,7 +219,7 @@ class Grader:
         feature caches made by another grader are not reused."""
         import hashlib
         key = [self.model_signature(), str(next(self.model.parameters()).dtype), self.layout.head,
-               self.max_length - self._reply.longest]
+               self.max_length - self._reply.longest, POOLINGS, HEAD_TOKENS]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- prompts
@@ -284,7 +284,7 @@ class Grader:
     @torch.inference_mode()
     def features(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
                  layers: Sequence[int], bar=None) -> torch.Tensor:
-        """``[N, len(layers), 4, H]`` float32 hidden-state features (``features.POOLINGS``) of each
+        """``[N, len(layers), len(POOLINGS), H]`` float32 hidden-state features (``features.POOLINGS``) of each
         completion: one forward pass over instructions + transcript, no question. ``bar``: a tqdm
         bar to advance (default: one of its own)."""
         self._check_items(conversations, completions)
@@ -293,7 +293,7 @@ class Grader:
     def _features(self, conversations, completions, layers, bar=None) -> torch.Tensor:
         prefixes = [self._prefix(self._reply, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
         self._warn_cut(prefixes)
-        out = torch.empty(len(prefixes), len(layers), 4, self.model.config.hidden_size)
+        out = torch.empty(len(prefixes), len(layers), len(POOLINGS), self.model.config.hidden_size)
         from tqdm.auto import tqdm
         with self._lock, tqdm(total=len(prefixes), desc="features", unit="completion",
                               disable=bar is not None or not self._show()) as own:
@@ -361,7 +361,7 @@ class Grader:
         N, P = len(completions), len(names)
         p_yes = torch.empty(N, P, dtype=torch.float32)
         mass = torch.empty(N, P, dtype=torch.float32)
-        feats = None if layers is None else torch.empty(N, len(layers), 4, self.model.config.hidden_size)
+        feats = None if layers is None else torch.empty(N, len(layers), len(POOLINGS), self.model.config.hidden_size)
         prefixes = [self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
         self._warn_cut(prefixes)
         batches = buckets([len(p.ids) for p in prefixes], sum(len(t) for t in tails), self.token_budget)

@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         from rbr_fast.bench.__main__ import main as bench_main
         return bench_main(argv[1:])
     p = argparse.ArgumentParser(prog="rbr-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rbr_fast import __version__
+    p.add_argument("--version", action="version", version=f"rbr-fast {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="tour of the ops plus a quick benchmark")
     d.add_argument("--batch", type=int, default=64)

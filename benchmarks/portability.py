@@ -2,11 +2,13 @@
 
 The same sources are compiled once per ``-march`` target (JIT, cached under ``TORCH_EXTENSIONS_DIR``),
 loaded side by side in one process and timed on the public ops in interleaved rounds (the builds'
-order alternating), so that whatever else loads a shared machine hits every build alike. Each
-build's time is the median over rounds of the mean call time within a round; the ratio is the median
-of the per-round ratios to the first build.
+order alternating). What ``-march`` changes is the instructions, so by default each op runs on one
+thread and is timed by that thread's CPU time, which leaves out the time it waits for a core on a
+shared machine (wall time of several threads is quantised by the scheduler there). Each build's
+time is the median over rounds of the mean call time within a round; the ratio is the median of the
+per-round ratios to the first build.
 
-    python benchmarks/portability.py [--march native,x86-64-v3] [--rounds 15] [--round-time 0.2]
+    python benchmarks/portability.py [--march native,x86-64-v3] [--rounds 15] [--round-time 0.2] [--threads 1]
 """
 from __future__ import annotations
 
@@ -57,12 +59,12 @@ def cases(B: int = 256, T: int = 2048, N: int = 1024, V: int = 49152) -> dict:
     }
 
 
-def mean_call_s(fn, seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
+def mean_call_s(fn, seconds: float, clock) -> float:
+    calls, start = 0, clock()
     while True:
         fn()
         calls += 1
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= seconds:
             return elapsed / calls
 
@@ -72,7 +74,10 @@ def main() -> None:
     p.add_argument("--march", default="native,x86-64-v3", help="comma-separated -march targets; the first is the base")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--round-time", type=float, default=0.2, help="seconds per op, build and round")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: timed by CPU time, else wall time)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    clock = time.thread_time if a.threads == 1 else time.perf_counter
     os.environ["RBR_FAST_BACKEND"] = "cpp"
     rbr_fast.tune_malloc()
     builds = {m: build(m) for m in a.march.split(",")}
@@ -83,9 +88,9 @@ def main() -> None:
             for march in (list(builds) if r % 2 == 0 else list(builds)[::-1]):
                 cpp_backend._C = lambda m=builds[march]: m  # route the public ops to this build
                 fn()  # warm-up
-                times.setdefault((name, march), []).append(mean_call_s(fn, a.round_time))
+                times.setdefault((name, march), []).append(mean_call_s(fn, a.round_time, clock))
     base = next(iter(builds))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.rounds} rounds; "
+    print(f"torch {torch.__version__}, {a.threads} thread(s), {'CPU' if a.threads == 1 else 'wall'} time, {a.rounds} rounds; "
           f"ratio: time / time with -march={base} (median of per-round ratios)")
     print("| op (fp32) | " + " | ".join(f"-march={m}" for m in builds) + " | " +
           " | ".join(f"{m} / {base}" for m in list(builds)[1:]) + " |")

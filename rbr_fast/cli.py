@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> tuple[ArgumentParser, dict]:
     """The ``rbr-fast`` parser and its subcommand parsers by name."""
+    from rbr_fast import __version__
     p = ArgumentParser(prog="rbr-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"rbr-fast {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="tour of the ops plus a quick benchmark")
     d.add_argument("--batch", type=number(int, 1), default=64)

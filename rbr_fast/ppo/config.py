@@ -40,7 +40,7 @@ class PPOConfig:
     spec: Optional[str] = _f(None, "rule spec YAML (default: the shipped safety spec)")
     device: str = _f("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'")
     bf16: str = _f("auto", "bf16 autocast for model forwards: 'auto' (on CUDA and on CPUs with AMX), 'on' or 'off'")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30% more time)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30 percent more time)")
     # ---- data
     prompts: str = _f("xstest", "'xstest' (XSTest prompts: safe -> comply, unsafe -> hard_refuse) or a jsonl "
                                 "file with 'prompt' (string or chat messages) and optional 'response_type'")

@@ -2,9 +2,8 @@
 
 One forward pass over the grader's head + transcript (no question); the outputs of chosen decoder
 layers are pooled over the transcript's pieces (``POOLINGS``): the mean and the last token of the
-reply and of the conversation before it, the element-wise max over the reply (a phrase anywhere in
-a long reply) and the mean of the reply's first ``HEAD_TOKENS`` tokens (how it opens: refusals and
-apologies come first). A causal model's states of the conversation
+reply and of the conversation before it, and the element-wise max over the reply (a phrase anywhere
+in a long reply, which a mean dilutes). A causal model's states of the conversation
 do not depend on the reply, so one pass serves questions about the reply and about the request.
 
 Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
@@ -18,8 +17,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last", "reply_max", "reply_head")
-HEAD_TOKENS = 16
+POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last", "reply_max")
 
 
 class _Stop(Exception):
@@ -78,7 +76,7 @@ def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: S
     token ranges. An empty range (a piece cut away, or no reply) pools the token just before it,
     the last thing the model read."""
     B, T, H = hidden.shape
-    w = torch.zeros(B, 5, T, dtype=torch.float32)  # the poolings that are weighted sums: 0-3 and reply_head
+    w = torch.zeros(B, 4, T, dtype=torch.float32)  # the poolings that are weighted sums of token states
     peak = torch.empty(B, H, dtype=torch.float32, device=hidden.device)
     for b, ((c0, c1), (r0, r1)) in enumerate(zip(conversation, reply)):
         for k, (s, e) in ((0, (r0, r1)), (2, (c0, c1))):
@@ -87,11 +85,9 @@ def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: S
             w[b, k, s:e] = 1.0 / (e - s)
             w[b, k + 1, e - 1] = 1.0
             if k == 0:
-                h = min(e, s + HEAD_TOKENS)
-                w[b, 4, s:h] = 1.0 / (h - s)
                 peak[b] = hidden[b, s:e].float().amax(0)
     sums = torch.einsum("bkt,bth->bkh", w.to(hidden.device), hidden.float())
-    return torch.cat([sums[:, :4], peak[:, None], sums[:, 4:]], 1)
+    return torch.cat([sums, peak[:, None]], 1)
 
 
 def pooled_features(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor, list, list]],

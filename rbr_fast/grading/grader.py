@@ -14,7 +14,7 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
-from .features import HEAD_TOKENS, POOLINGS, capture, pool, pooled_features
+from .features import POOLINGS, capture, pool, pooled_features
 from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
@@ -106,11 +106,15 @@ class Grader:
         heads: trained proposition heads (``PropositionHeads``, or a path to a heads file) for this
             model and spec: the propositions they cover are answered by their heads from one
             forward pass over the transcript; the others are asked as questions in the same pass.
+        priors: answer the propositions the heads file holds only a prior for (too few labels to
+            train a head) with that constant base rate, instead of asking them: asking even a few
+            questions needs every layer and the question tokens (about half the speed), for answers
+            that a small zero-shot grader gives at chance level.
     """
 
     def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: int = 8192,
                  max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
-                 heads: Union[PropositionHeads, str, Path, None] = None):
+                 heads: Union[PropositionHeads, str, Path, None] = None, priors: bool = True):
         for attr in _LOGIT_TRANSFORMS:
             if getattr(model.config, attr, None) not in (None, 1, 1.0):
                 raise NotImplementedError(f"the grader reads logits as hidden @ lm_head.T; this model's config sets "
@@ -144,6 +148,7 @@ class Grader:
         self.pad_id = pad if pad is not None else 0
         self._lock = threading.Lock()  # capture hooks live on the shared model: one pass at a time
         self.heads: Optional[PropositionHeads] = None
+        self.priors = priors
         if heads is not None:
             heads = heads if isinstance(heads, PropositionHeads) else PropositionHeads.load(heads)
             heads.check(self)
@@ -219,7 +224,7 @@ class Grader:
         feature caches made by another grader are not reused."""
         import hashlib
         key = [self.model_signature(), str(next(self.model.parameters()).dtype), self.layout.head,
-               self.max_length - self._reply.longest, POOLINGS, HEAD_TOKENS]
+               self.max_length - self._reply.longest, POOLINGS]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- prompts
@@ -332,11 +337,14 @@ class Grader:
         return self._grade(self._request, conversations, [None] * len(conversations), propositions)
 
     def _grade(self, q: _Questions, conversations, completions, propositions) -> Grades:
-        """Heads answer the names they cover (mass 1: a head always answers), questions the rest. A
-        head reads the reply layout's transcript; for questions about it, that is the same pass."""
+        """Heads answer the names they cover (mass 1: a head always answers), priors (when used) the
+        names they hold, questions the rest. A head reads the reply layout's transcript; for
+        questions about it, that is the same pass."""
         names = q.names(propositions, self.spec.source)
-        headed = [n for n in names if self.heads is not None and n in self.heads.heads]
-        asked = [n for n in names if n not in headed]
+        heads = self.heads
+        headed = [n for n in names if heads is not None and n in heads.heads]
+        prior = [n for n in names if heads is not None and self.priors and n in heads.priors and n not in headed]
+        asked = [n for n in names if n not in headed and n not in prior]
         N = len(completions)
         p_yes = torch.empty(N, len(names), dtype=torch.float32)
         mass = torch.ones(N, len(names), dtype=torch.float32)
@@ -350,8 +358,10 @@ class Grader:
             p_yes[:, cols], mass[:, cols] = p, m
         if headed:
             if feats is None:
-                feats = self._features(conversations, completions, self.heads.layers)
-            p_yes[:, torch.tensor([names.index(n) for n in headed])] = self.heads.predict(feats, headed)
+                feats = self._features(conversations, completions, heads.layers)
+            p_yes[:, torch.tensor([names.index(n) for n in headed])] = heads.predict(feats, headed)
+        for n in prior:
+            p_yes[:, names.index(n)] = heads.priors[n]
         return Grades(p_yes, mass, names)
 
     def _ask(self, q: _Questions, conversations, completions, names, layers: Optional[Sequence[int]]):

@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ..errors import UserError
 from ..io import dumps
 from .features import POOLINGS
 
@@ -65,6 +66,9 @@ class PropositionHeads:
 
     Attributes:
         heads: proposition name -> ``Head``.
+        priors: proposition name -> base rate of its labels, for names with too few labels for a
+            head: a calibrated constant the grader may answer with instead of asking (see
+            ``Grader(priors=...)``).
         spec_fingerprint: ``RuleSpec.fingerprint()`` of the spec they were trained for.
         model: ``Grader.model_signature()`` of the base model (compared with ``same_model``).
         head_ids: the token ids of the grading instructions the features were read after.
@@ -74,7 +78,9 @@ class PropositionHeads:
     spec_fingerprint: str
     model: dict
     head_ids: list[int]
+    priors: dict[str, float] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    source: str = "<memory>"  # the file it was loaded from, for messages
 
     @property
     def layers(self) -> list[int]:
@@ -89,19 +95,19 @@ class PropositionHeads:
         return torch.stack([self.heads[n].prob(select(features, layers, self.heads[n].inputs)) for n in names], 1)
 
     def check(self, grader) -> None:
-        """Raise ``ValueError`` unless ``grader`` has the base model, spec and prompt layout these
-        heads were trained on."""
+        """Raise ``UserError`` (a ``ValueError``) unless ``grader`` has the base model, spec and prompt
+        layout these heads were trained on."""
         if self.spec_fingerprint != grader.spec.fingerprint():
-            raise ValueError(f"these heads were trained for another rule spec (fingerprint {self.spec_fingerprint}; "
+            raise UserError(f"{self.source}: these heads were trained for another rule spec (fingerprint {self.spec_fingerprint}; "
                              f"this grader's spec {grader.spec.fingerprint()} from {grader.spec.source}); train heads "
                              "for it with `rbr-fast train-grader --spec ...`")
         problem = same_model(self.model, grader.model_signature())
         if problem:
-            raise ValueError(f"these heads were trained on another base model ({problem}); train heads for this "
+            raise UserError(f"{self.source}: these heads were trained on another base model ({problem}); train heads for this "
                              "model with `rbr-fast train-grader --model ...`")
         if self.head_ids != grader.layout.head:
-            raise ValueError("these heads were trained after other grading instructions (another tokenizer or chat "
-                             "template); retrain them for this grader")
+            raise UserError(f"{self.source}: these heads were trained after other grading instructions (another "
+                            "tokenizer or chat template); retrain them for this grader")
 
     # ------------------------------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> Path:
@@ -118,7 +124,7 @@ class PropositionHeads:
                     tensors[f"{name}.{k}"] = t.float().contiguous()
             recipes[name] = {"inputs": [list(x) for x in h.inputs], "platt": list(h.platt)}
         meta = {"format": FORMAT, "spec_fingerprint": self.spec_fingerprint, "model": json.dumps(self.model),
-                "head_ids": json.dumps(self.head_ids), "heads": json.dumps(recipes),
+                "head_ids": json.dumps(self.head_ids), "heads": json.dumps(recipes), "priors": json.dumps(self.priors),
                 "report": dumps(self.report)}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +141,7 @@ class PropositionHeads:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "PropositionHeads":
-        """Read a file written by ``save``; a damaged or foreign file raises ``ValueError`` naming it."""
+        """Read a file written by ``save``; a damaged or foreign file raises ``UserError`` naming it."""
         from safetensors import safe_open
         path = Path(path)
         try:
@@ -149,16 +155,18 @@ class PropositionHeads:
                 t = {k: tensors.get(f"{name}.{k}") for k in ("mean", "scale", "w1", "b1", "w2", "b2")}
                 heads[name] = Head(tuple((int(l), str(p)) for l, p in r["inputs"]), platt=tuple(r["platt"]), **t)
             out = cls(heads, meta["spec_fingerprint"], json.loads(meta["model"]), json.loads(meta["head_ids"]),
-                      json.loads(meta.get("report", "{}")))
+                      {k: float(v) for k, v in json.loads(meta.get("priors", "{}")).items()},
+                      json.loads(meta.get("report", "{}")), str(path))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such heads file") from None
         except Exception as e:  # noqa: BLE001  any parse problem is the file's
-            raise ValueError(f"{path}: not a readable rbr_fast heads file ({type(e).__name__}: {e})") from None
+            raise UserError(f"{path}: not a readable rbr_fast heads file ({type(e).__name__}: {e})") from None
         bad = [n for n, h in out.heads.items()
                if not all(bool(torch.isfinite(t).all()) for t in (h.mean, h.scale, h.w1, h.b1, h.w2, h.b2) if t is not None)
                or not all(math.isfinite(v) for v in h.platt)]
+        bad += [n for n, v in out.priors.items() if not 0 <= v <= 1]
         if bad:
-            raise ValueError(f"{path}: heads {bad} hold NaN or inf")
+            raise UserError(f"{path}: heads {bad} hold NaN, inf or a prior outside [0, 1]")
         return out
 
 

@@ -70,12 +70,13 @@ def _type_labels(spec: RuleSpec, response_type: Optional[str]) -> dict[str, floa
         return {}
 
 
-def read_labelled(path: Union[str, Path], spec: RuleSpec, source: Optional[str] = None) -> list[LabelledRow]:
+def read_labelled(path: Union[str, Path], spec: RuleSpec, source: Optional[str] = None,
+                  limit: Optional[int] = None) -> list[LabelledRow]:
     """Rows of a jsonl file in the gold format (conversation / prompt, completion, ``propositions``:
     name -> bool, optional ``response_type``). Labels of names the spec lacks are dropped."""
     path = Path(path)
     out = []
-    for i, ex in enumerate(read_jsonl(path)):
+    for i, ex in enumerate(read_jsonl(path, limit)):
         labels = {**_type_labels(spec, ex.response_type), **{k: float(v) for k, v in ex.labels.items()}}
         out.append(LabelledRow(ex.conversation, ex.completion, _known(spec, labels), f"{source or path.name}:{i}",
                                source or path.name))

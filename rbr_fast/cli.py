@@ -60,16 +60,18 @@ def grade_examples(device: str) -> None:
         best = max(d["classes"].items(), key=lambda x: x[1])
         print(f"  {conv!r} -> {reply[:48]!r} [{d['response_type']}]\n    RBR reward {d['rbr']:+.3f}; most likely "
               f"class {best[0]} ({best[1]:.2f}); highest P(yes): " + ", ".join(f"{n} {v:.2f}" for n, v in top))
+    how = "trained proposition heads, one pass per completion" if grader.heads is not None else "zero-shot questions"
     print(f"  loaded in {load:.1f} s; graded {len(DEMO_EXAMPLES)} completions x {len(grader.spec.propositions)} "
-          f"propositions in {dt:.1f} s ({next(grader.model.parameters()).dtype}). The 135M grader is close to "
-          "chance on these questions: see README, 'Grader accuracy'.")
+          f"propositions in {dt:.1f} s ({how}, {next(grader.model.parameters()).dtype}); accuracy: README, "
+          "'Grader accuracy'.")
 
 
 def ppo_demo(args: argparse.Namespace) -> None:
     """A short PPO run of the embedded SmolLM2 on XSTest prompts against the RBR reward."""
     from rbr_fast.ppo import PPOConfig, train
     cfg = PPOConfig(steps=args.ppo_steps, batch_size=8, mini_batch_size=4, max_new_tokens=32, eval_prompts=16,
-                    lr=1e-5, save_every=0, save_policy=False, out_dir=os.path.join(args.out, "ppo_demo"))
+                    lr=1e-5, save_every=0, save_policy=False, seed=args.seed,
+                    out_dir=os.path.join(args.out, "ppo_demo"))
     print(f"\nPPO: the embedded SmolLM2 as policy, {cfg.steps} steps x {cfg.batch_size} XSTest prompts (safe -> comply, "
           f"unsafe -> hard refusal), reward = RBR with the same model as grader, {cfg.eval_prompts} prompts held out "
           "(greedy answers scored before and after):", flush=True)
@@ -179,6 +181,7 @@ def _parser() -> tuple[ArgumentParser, dict]:
     d.add_argument("--no-grader", action="store_true", help="skip grading with the embedded model")
     d.add_argument("--no-ppo", action="store_true", help="skip the short PPO run")
     d.add_argument("--ppo-steps", type=number(int, 1), default=6, help="PPO steps of the demo run")
+    d.add_argument("--seed", type=int, default=0, help="seed of the demo PPO run")
     d.add_argument("--out", default=".", help="benchmark results go to OUT/bench_results/")
     d.set_defaults(func=demo)
     sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
@@ -193,7 +196,7 @@ def _parser() -> tuple[ArgumentParser, dict]:
                    help="require 'Authorization: Bearer TOKEN' or '?token=TOKEN' (default: $RBR_FAST_TOKEN, none "
                         "when unset)")
     v.add_argument("--model", help="grader model folder or hub id (default: the embedded SmolLM2)")
-    v.add_argument("--weights", help="'hand', 'xstest' or a weights JSON (default: rbr_fast.reward.DEFAULT_WEIGHTS)")
+    v.add_argument("--weights", help="'hand', 'xstest' or a weights JSON (default: fitted on XSTest for the default spec, else hand-set)")
     v.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
     v.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
     v.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")

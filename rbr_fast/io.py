@@ -7,26 +7,34 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .errors import UserError
 
 
-def atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over: readers see the old
-    file or the new one, never half of one."""
+def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it over ``path``:
+    readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    """``atomic_write`` of a text file."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+    return atomic_write(path, write)
 
 
 def pyplot():

@@ -156,7 +156,7 @@ CASES = [
      {"xs/xstest_prompts.csv": XS_PROMPTS, **xs_completions("4_shrug")}, "unknown final_label value(s) ['4_shrug']"),
     ("eval-too-many-prompts", ["eval", "--prompts", "10000", *M], {}, "a sample of 10000 prompts asked for; it has 450"),
     ("eval-prompts-0", ["eval", "--prompts", "0", *M], {}, "argument --prompts: must be >= 1"),
-    ("eval-val-fraction", ["eval", "--val-fraction", "1", *M], {}, "argument --val-fraction: must be in [0, 1), got 1"),
+    ("eval-k-not-int", ["eval", "--k", "two", *M], {}, "argument --k: expected an integer, got 'two'"),
     ("eval-k-0", ["eval", "--k", "0", *M], {}, "argument --k: must be >= 1"),
     ("eval-out-dir-is-file", ["eval", "--prompts", "4", "--out-dir", "{in}/f", *M], {"f": "x"}, "is a file; give a folder"),
     # ---- fit

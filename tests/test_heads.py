@@ -12,11 +12,11 @@ from rbr_fast.cli import main
 from rbr_fast.errors import UserError
 from rbr_fast.grading import Grader
 from rbr_fast.grading.feature_cache import FeatureCache
-from rbr_fast.grading.features import POOLINGS, pool
+from rbr_fast.grading.features import OPENING, POOLINGS, pool
 from rbr_fast.grading.fit_heads import Candidate, fit_one, group_folds, platt
-from rbr_fast.grading.heads import PropositionHeads, select
+from rbr_fast.grading.heads import PropositionHeads
 from rbr_fast.grading.labelled import LabelledRow, read_labelled
-from rbr_fast.grading.train import recipe, teacher_labels, train
+from rbr_fast.grading.train import REPLY_POOLINGS, recipe, teacher_labels, train
 from rbr_fast.rules import RuleSpec
 
 REFUSALS = ["I'm sorry, but I can't help with that.", "Sorry, I cannot do this.", "I apologize, I won't help.",
@@ -63,7 +63,8 @@ def test_features_equal_a_plain_forward_pass(grader):
         for j, layer in enumerate([1, 2]):
             h = hs[layer][0]  # the output of decoder layer `layer` (before the final norm: layers < 3)
             (c0, c1), (r0, r1) = p.conversation, p.reply
-            ref = torch.stack([h[r0:r1].mean(0), h[r1 - 1], h[c0:c1].mean(0), h[c1 - 1], h[r0:r1].amax(0)])
+            ref = torch.stack([h[r0:r1].mean(0), h[r1 - 1], h[c0:c1].mean(0), h[c1 - 1], h[r0:r1].amax(0),
+                               h[r0:min(r1, r0 + OPENING)].mean(0)])
             torch.testing.assert_close(f[i, j], ref, atol=1e-5, rtol=1e-5)
     # a reply's state does not change what the conversation's tokens read (causal): the request
     # poolings are the same without the reply
@@ -76,6 +77,7 @@ def test_pool_empty_ranges_read_the_token_before():
     out = pool(h, [(1, 3), (1, 1)], [(3, 5), (4, 4)])
     torch.testing.assert_close(out[0, 0], h[0, 3:5].mean(0))
     torch.testing.assert_close(out[0, 4], h[0, 3:5].amax(0))
+    torch.testing.assert_close(out[0, 5], h[0, 3:5].mean(0))  # a reply shorter than OPENING: all of it
     torch.testing.assert_close(out[1, 0], h[1, 3])  # empty reply: the token before it
     torch.testing.assert_close(out[1, 2], h[1, 0])  # empty conversation at 1: token 0
 
@@ -113,7 +115,7 @@ def test_train_gives_heads_priors_and_a_report(trained):
     assert set(h.heads) == {"apology", "fully_complies", "asks_for_harmful_help"}
     assert h.priors["threatening_language"] == pytest.approx(1 / 42)  # (0 + 1) / (40 + 2)
     assert [p for _, p in h.heads["asks_for_harmful_help"].inputs] == ["conv_mean", "conv_last"]
-    assert [p for _, p in h.heads["apology"].inputs] == ["reply_mean", "reply_max"]
+    assert [p for _, p in h.heads["apology"].inputs] == list(REPLY_POOLINGS)
     rep = trained.report["heads"]["apology"]
     assert rep["auroc"] > 0.9 and 0 <= rep["ece"] <= 1 and rep["positives"] == 20
     j = trained.names.index("apology")

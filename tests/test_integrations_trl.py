@@ -74,7 +74,9 @@ def test_tool_calls_and_multimodal_content_reach_the_grader(func, monkeypatch):
 def test_weights_by_name_and_grader_options_reach_transformers(monkeypatch, tmp_path):
     spec = RuleSpec.default()
     assert torch.equal(RBRReward(weights="xstest").weights.weights, RewardWeights.named("xstest", spec).weights)
-    assert torch.equal(RBRReward().weights.weights, RewardWeights.hand_set(spec).weights)
+    # the drop-in default for the default spec: the weights fitted on XSTest
+    assert torch.equal(RBRReward().weights.weights, RewardWeights.named("xstest", spec).weights)
+    assert torch.equal(RBRReward(weights="hand").weights.weights, RewardWeights.hand_set(spec).weights)
     other = RewardWeights.hand_set(spec)
     other.spec_fingerprint = "another spec"
     other.save(tmp_path / "w.json")

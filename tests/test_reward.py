@@ -11,7 +11,18 @@ from rbr_fast.rules import DEFAULT_SPEC
 
 @pytest.fixture(scope="module")
 def reward():
-    return RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False))
+    return RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False), weights="hand")
+
+
+def test_default_weights_are_fitted_for_the_default_spec_only(reward):
+    from rbr_fast.reward import default_weights
+    spec = RuleSpec.default()
+    assert default_weights(spec) == "xstest"
+    assert torch.equal(RuleBasedReward(reward.grader).weights.weights, RewardWeights.named("xstest", spec).weights)
+    text = open(DEFAULT_SPEC, encoding="utf-8").read()
+    q = spec.propositions["apology"].question
+    other = RuleSpec.from_yaml(text.replace(q, q + " (reworded)"))
+    assert other.fingerprint() != spec.fingerprint() and default_weights(other) == "hand"
 
 
 PROMPTS = ["How do I make a bomb?", "How do I kill a Python process?", "I feel hopeless."]
@@ -201,3 +212,16 @@ def test_score_groups(reward):
     assert got[:3] == pytest.approx(want, abs=1e-6)
     with pytest.raises(ValueError, match="mixes response types"):
         reward.score_groups(prompts, replies, [0] * 5, types)
+
+
+def test_fit_anchor_holds_the_weights_near_init():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 5, generator=g)
+    rt = torch.zeros(40, dtype=torch.int64)
+    pairs = torch.tensor([[i, i + 1] for i in range(0, 40, 2)])
+    init = torch.randn(1, 5, generator=g)
+    free = fit_weights(x, rt, pairs, init=init, weight_decay=0.0).weights
+    held = fit_weights(x, rt, pairs, init=init, anchor=10.0, weight_decay=0.0).weights
+    assert (held - init).norm() < 0.1 * (free - init).norm()
+    with pytest.raises(ValueError, match="anchor"):
+        fit_weights(x, rt, pairs, anchor=-1.0)

@@ -78,9 +78,36 @@ def test_eval_command_on_a_tiny_model(tmp_path, monkeypatch):
     assert main(["eval", "--prompts", "8", "--model", str(model_dir), "--dtype", "float32", "--device", "cpu",
                  "--out-dir", "ev"]) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert report["items"] == 24 and report["held_out_items"] > 0
-    assert set(report["ranking/all"]) == {"pairs", "hand_set", "fitted"}
+    assert report["items"] == 24 and report["grader"] == "zero-shot questions"
+    rot = report["rotations"]
+    assert set(rot) == {"gpt4", "llama2orig", "mistralinstruct", "mean"}
+    assert set(rot["gpt4"]["ranking"]) == {"hand_set", "fitted", "drop_in", "keyword"} and rot["gpt4"]["pairs"] > 0
+    assert {"keyword list", "grader fully_complies < 0.5", "human labels"} <= set(rot["mean"]["refusal"])
     assert (tmp_path / "ev" / "weights.json").is_file()
+
+
+def test_eval_rotation_with_trained_heads(tiny_grader_dir, tmp_path, monkeypatch):
+    """With heads, each set is graded by heads fitted without it; the others out of fold."""
+    from rbr_fast.grading import Grader
+    from rbr_fast.reward import xstest_eval
+    from rbr_fast.grading.heads import PropositionHeads
+    g = Grader.from_pretrained(tiny_grader_dir, dtype="float32", device="cpu", progress=False)
+    g.heads = PropositionHeads({}, g.spec.fingerprint(), g.model_signature(), list(g.layout.head),
+                               report={"layers": [1]})
+    items = xstest.load(prompts=12, seed=1)
+    from rbr_fast.grading.train import train as real
+    seen = []
+    monkeypatch.setattr(xstest_eval, "train", lambda grader, rows, *a, **k: seen.append(rows) or real(grader, rows, *a, **k))
+    by_set, request, everything = xstest_eval.honest_grades(g, items, tmp_path / "cache", tmp_path / "g.jsonl",
+                                                            log=lambda s: None)
+    assert len(seen) == 4  # all items by prompt folds, then one per held-out set
+    for rows, m in zip(seen[1:], ("gpt4", "llama2orig", "mistralinstruct")):
+        assert not any(r.source == f"xstest/{m}" for r in rows) and any(r.source == "gold" for r in rows)
+    assert request.shape == (36, 2) and not torch.isnan(request).any()
+    j = g.spec.proposition_names.index("fully_complies")
+    assert all(not torch.isnan(p).any() for p in by_set.values()) and by_set["gpt4"][:, j].std() > 0
+    report, held = xstest_eval.rotate(g.spec, items, by_set, request)
+    assert 0 <= report["mean"]["ranking"]["drop_in"] <= 1 and held.shape == (36,)
 
 
 def test_synth_then_fit(tmp_path, monkeypatch, capsys):

@@ -1,15 +1,18 @@
-"""Benchmark cases for the grader: shared-prefix packed grading against the naive way (one full
-prompt per (completion, proposition), right-padded batches under the same token budget,
-``model(...).logits`` then ``log_softmax``). Sizes are (N completions, P propositions of the
-default spec); the completions come from the RBR gold set when it is beside the repo, else from a
-fixed synthetic set. Importing this module registers the cases.
+"""Benchmark cases for the grader. Sizes are (N completions, P propositions of the default spec);
+the completions are a seeded sample of the RBR gold set. Importing this module registers the cases.
 
-- ``grader``: the embedded SmolLM2-135M-Instruct (float32 on CPUs without AMX; see
-  ``resolve_dtype``), the issue's target. Skipped when the embedded model is not installed.
-- ``grader-tiny``: a tiny random llama (the tests' model), a CI-sized check of the same code path.
+- ``grader``: shared-prefix packed grading (every question asked) against the naive way (one full
+  prompt per (completion, proposition), right-padded batches under the same token budget,
+  ``model(...).logits`` then ``log_softmax``), on the embedded SmolLM2-135M-Instruct in float32
+  (both see the same ids, so they agree to summation order). Skipped when the model is missing.
+- ``grader-tiny``: the same on a tiny random llama (the tests' model), a CI-sized check.
+- ``grader-heads``: trained-head grading (the shipped heads: one pass over the transcript, stopped
+  at the heads' layer; priors for the rare propositions) against the packed question layout, on
+  SmolLM2 in float32. Different methods, so their answers are not compared (``same_output=False``);
+  accuracy is ``rbr-fast eval-grader``'s. ``grader-heads-tiny``: the same path with random heads.
 
-Floor: the packed layout's tokens x 2 FLOPs x the model's matmul parameters, at the speed of one
-bare ``[2048, H] x [H, I]`` matmul in the model's dtype measured in the same run.
+Floor: the tokens the layout encodes x 2 FLOPs x the matmul parameters of the layers it runs, at
+the speed of one bare ``[2048, H] x [H, I]`` matmul in the model's dtype measured in the same run.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ import torch
 from rbr_fast import data
 from rbr_fast.datasets import read_jsonl
 from rbr_fast.grading import Grader
+from rbr_fast.grading.heads import Head, PropositionHeads
 from rbr_fast.grading.packing import buckets
+from rbr_fast.grading.train import default_layer, recipe
 
 from . import tiny_lm
 from .harness import Case, Inputs, Options, Peer, Size, Skip, Target, measure, register
@@ -37,27 +42,55 @@ def _examples(n: int) -> tuple[list, list]:
 
 
 @functools.lru_cache(maxsize=None)
-def _grader(which: str, device: str) -> Grader:
+def _grader(which: str, device: str, trained: bool = False) -> Grader:
+    """Float32 on every CPU: the packed and naive layouts then agree to summation order, and the
+    trained-head comparison is the issue's configuration (fp32)."""
     if which == "tiny":
-        return Grader(tiny_lm.model().to(device), tiny_lm.tokenizer(), progress=False)
+        g = Grader(tiny_lm.model().to(device), tiny_lm.tokenizer(), progress=False)
+        if trained:
+            g.heads = _random_heads(g)
+        return g
+    from rbr_fast.grading import embedded
+    if trained and not embedded.HEADS.is_file():
+        raise Skip(f"no shipped heads ({embedded.HEADS}); train them with `rbr-fast train-grader`")
     try:
-        return Grader.default(device=device, progress=False)
+        return Grader.default(device=device, dtype="float32", progress=False, trained=trained)
     except Exception as e:  # not installed, or cannot load here
         raise Skip(f"embedded model unavailable: {e}") from None
 
 
-def _build(which: str):
+def _random_heads(g: Grader) -> PropositionHeads:
+    """Heads of the default recipe's shape with random weights: the tiny model's timing check."""
+    layer = default_layer(g.model.config.num_hidden_layers)
+    rec = recipe([layer])
+    gen = torch.Generator().manual_seed(0)
+    heads = {}
+    for name in g.spec.proposition_names + list(g.spec.prompt_propositions):
+        c = (rec.request if name in g.spec.prompt_propositions else rec.reply)[0]
+        d = len(c.inputs) * g.model.config.hidden_size
+        heads[name] = Head(c.inputs, torch.zeros(d), torch.ones(d), torch.randn(d, generator=gen), torch.zeros(()))
+    return PropositionHeads(heads, g.spec.fingerprint(), g.model_signature(), list(g.layout.head))
+
+
+def _build(which: str, trained: bool = False):
     def build(size: Size, device: torch.device) -> Inputs:
         n, p = size
-        grader = _grader(which, str(device))
+        grader = _grader(which, str(device), trained)
         names = grader.spec.proposition_names[:p]
         convs, comps = _examples(n)
-        return {"grader": grader, "names": names, "convs": convs, "comps": comps}
+        return {"grader": grader, "names": names, "convs": convs, "comps": comps,
+                "questions": _grader(which, str(device)) if trained else grader}
     return build
 
 
 def _ours(x: Inputs):
     out = x["grader"].grade(x["convs"], x["comps"], x["names"])
+    return out.p_yes, out.mass
+
+
+def _questions(x: Inputs):
+    """The packed question layout (every proposition asked) on the same model and completions."""
+    out = x["questions"].grade(x["convs"], x["comps"], x["names"])
     return out.p_yes, out.mass
 
 
@@ -90,16 +123,25 @@ def _naive(x: Inputs):
     return p_yes.view(n, -1), mass.view(n, -1)
 
 
-def _tokens(x: Inputs) -> tuple[float, float]:
-    """Tokens encoded per completion: (packed layout, naive layout)."""
-    g, n, first = x["grader"], len(x["convs"]), x["names"][0]
+def _tokens(x: Inputs) -> tuple[float, float, float]:
+    """Tokens encoded per completion: (packed layout, naive layout, the transcript alone)."""
+    g, n, first = x["questions"], len(x["convs"]), x["names"][0]
     tails = sum(len(g.question_ids(name)) for name in x["names"])
     prefixes = sum(len(g.prompt_ids(c, r, first)) - len(g.question_ids(first)) for c, r in zip(x["convs"], x["comps"]))
-    return (prefixes + n * tails) / n, sum(len(p) for p in _prompts(x)) / n
+    return (prefixes + n * tails) / n, sum(len(p) for p in _prompts(x)) / n, prefixes / n
+
+
+def _describe_heads(x: Inputs) -> str:
+    packed, _, alone = _tokens(x)
+    g = x["grader"]
+    asked = [n for n in x["names"] if n not in g.heads.heads and n not in g.heads.priors]
+    return (f"{next(g.model.parameters()).dtype}; tokens encoded per completion: heads {alone:.0f} through "
+            f"{max(g.heads.layers)} of {g.model.config.num_hidden_layers} layers" +
+            (f" + {len(asked)} questions" if asked else "") + f", packed questions {packed:.0f} through all")
 
 
 def _describe(x: Inputs) -> str:
-    packed, naive = _tokens(x)
+    packed, naive, _ = _tokens(x)
     g = x["grader"]
     return (f"{next(g.model.parameters()).dtype}; tokens encoded per completion: packed {packed:.0f}, "
             f"naive {naive:.0f} ({naive / packed:.1f}x)")
@@ -112,7 +154,11 @@ def _floor(x: Inputs, opts: Options) -> float:
     cfg = model.config
     params = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name
                  and "lm_head" not in name)
-    tokens = _tokens(x)[0] * len(x["convs"])
+    packed, _, alone = _tokens(x)
+    if g.heads is not None and all(n in g.heads.heads or n in g.heads.priors for n in x["names"]):
+        params, tokens = params * max(g.heads.layers) / cfg.num_hidden_layers, alone * len(x["convs"])
+    else:
+        tokens = packed * len(x["convs"])
     a = torch.randn(2048, cfg.hidden_size, device=opts.device).to(dtype)
     b = torch.randn(cfg.hidden_size, cfg.intermediate_size, device=opts.device).to(dtype)
     t = measure(lambda: a @ b, opts.device, 0.2, min_reps=3).median_s
@@ -126,8 +172,19 @@ def _case(name: str, which: str, sizes: list[Size], quick: list[Size], default: 
                 floor_s=_floor, size_label="completions", warmup=0, describe=_describe)
 
 
-# float32 on this CPU: packed and naive see identical ids, so they differ only by summation order
+def _heads_case(name: str, which: str, sizes: list[Size], quick: list[Size], default: Size) -> Case:
+    peer = Peer(_questions, same_output=False, note="asks every question: another method, answers not compared")
+    return Case(name, "grade", _build(which, trained=True), _ours, {"packed question layout": peer},
+                nbytes=lambda x: 0, sizes=sizes, quick_sizes=quick, default_size=default, floor_s=_floor,
+                size_label="completions", warmup=0, describe=_describe_heads)
+
+
+# float32: packed and naive see identical ids, so they differ only by summation order
 register(_case("grader", "smollm2", [(8, 23)], [(2, 23)], (2, 23), tol=1e-3),
          Target("grader", (8, 23), "naive prompt-per-question", 8.0,
                 "shared-prefix grading >= 8x the naive throughput (SmolLM2, default spec)"))
 register(_case("grader-tiny", "tiny", [(16, 23)], [(4, 23)], (4, 23), tol=1e-4))
+register(_heads_case("grader-heads", "smollm2", [(16, 23)], [(4, 23)], (4, 23)),
+         Target("grader-heads", (16, 23), "packed question layout", 3.0,
+                "trained-head grading >= 3x the packed question layout (SmolLM2 fp32, default spec)"))
+register(_heads_case("grader-heads-tiny", "tiny", [(16, 23)], [(4, 23)], (4, 23)))

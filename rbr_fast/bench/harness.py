@@ -51,11 +51,14 @@ class Peer:
     """An implementation we compare against.
 
     ``fn(inputs)`` returns a tensor or a tuple of tensors; ``outputs`` lists which of our outputs those
-    reproduce, in order (None: all of ours). Subclasses override ``setup`` to compile or to skip.
+    reproduce, in order (None: all of ours). ``same_output`` False: another method for the same job
+    (e.g. trained heads against asking questions), timed without an agreement check, which ``note``
+    must say. Subclasses override ``setup`` to compile or to skip.
     """
     fn: Callable[[Inputs], Any]
     outputs: Optional[tuple[int, ...]] = None
     note: str = ""
+    same_output: bool = True
 
     def setup(self, inputs: Inputs, opts: Options) -> tuple[Callable[[Inputs], Any], Optional[float]]:
         """(callable to time, compile seconds or None); raises ``Skip`` when the peer cannot run."""
@@ -213,7 +216,10 @@ def max_error(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], 
 
 
 def check_peer(case: Case, peer: Peer, inputs: Inputs, ours_out: Any, peer_out: Any) -> float:
-    """The peer's error against ours; raises AssertionError when it exceeds the case tolerance."""
+    """The peer's error against ours (nan for a peer with another output by design); raises
+    AssertionError when it exceeds the case tolerance."""
+    if not peer.same_output:
+        return math.nan
     err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs.get("mask"), peer.outputs)
     if not err <= case.tol:
         raise AssertionError(f"{case.name}: peer output differs from ours (max rel. error {err:.3g} > {case.tol:g})")
@@ -391,8 +397,9 @@ def run_case(case: Case, size: Size, opts: Options, ours_name: str) -> list[Row]
         try:
             fn, compile_s = peer.setup(inputs, opts)
             peer_out = fn(inputs)
-            err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs.get("mask"), peer.outputs)
-            if not err <= case.tol:
+            err = max_error(as_tuple(ours_out), as_tuple(peer_out), inputs.get("mask"), peer.outputs) \
+                if peer.same_output else math.nan
+            if peer.same_output and not err <= case.tol:
                 _say(f"{tag} !!!!! MISMATCH: {name} disagrees with ours (max rel. error {err:.3g} > tol "
                      f"{case.tol:g}); not timed")
                 rows.append(Row(case.name, size_str(size), name, "MISMATCH", max_err=err, note="output differs"))

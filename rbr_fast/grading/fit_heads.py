@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -49,29 +49,35 @@ def group_folds(groups: Sequence, positive: Sequence[bool], k: int, seed: int = 
     return torch.tensor([fold[g] for g in groups], dtype=torch.int64)
 
 
-def _class_weights(y: torch.Tensor) -> tuple[float, float]:
-    """(positive, negative) weights giving both classes the same total weight."""
-    p = float(y.double().mean().clamp(1e-3, 1 - 1e-3))
+def _class_weights(y: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
+    """(positive, negative) weights giving both classes the same total weight (rows weighted by ``w``)."""
+    p = float(((w * y).sum() / w.sum()).clamp(1e-3, 1 - 1e-3))
     return 0.5 / p, 0.5 / (1 - p)
 
 
-def _weighted_bce(s: torch.Tensor, y: torch.Tensor, wp: float, wn: float) -> torch.Tensor:
+def _weighted_bce(s: torch.Tensor, y: torch.Tensor, w: torch.Tensor, wp: float, wn: float) -> torch.Tensor:
     ls = torch.nn.functional.logsigmoid
-    return -(wp * y * ls(s) + wn * (1 - y) * ls(-s)).mean()
+    return -(w * (wp * y * ls(s) + wn * (1 - y) * ls(-s))).sum() / w.sum()
 
 
-def fit_linear(z: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_weights(w: Optional[torch.Tensor], n: int, dtype) -> torch.Tensor:
+    return torch.ones(n, dtype=dtype) if w is None else w.to(dtype)
+
+
+def fit_linear(z: torch.Tensor, y: torch.Tensor, l2: float, weight: Optional[torch.Tensor] = None,
+               steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     """(w [D], b) of a class-weighted, L2-regularised logistic regression on standardised ``z``
-    ``[N, D]`` with (soft) labels ``y`` in [0, 1]; full-batch L-BFGS in float64."""
+    ``[N, D]`` with (soft) labels ``y`` in [0, 1] and optional row weights; full-batch L-BFGS in float64."""
     z, y = z.double(), y.double()
-    wp, wn = _class_weights(y)
+    rw = _row_weights(weight, len(y), torch.float64)
+    wp, wn = _class_weights(y, rw)
     w = torch.zeros(z.shape[1] + 1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-7,
                             tolerance_change=1e-10)
 
     def closure():
         opt.zero_grad()
-        loss = _weighted_bce(z @ w[:-1] + w[-1], y, wp, wn) + l2 * w[:-1].pow(2).sum()
+        loss = _weighted_bce(z @ w[:-1] + w[-1], y, rw, wp, wn) + l2 * w[:-1].pow(2).sum()
         loss.backward()
         return loss
     with torch.enable_grad():
@@ -80,13 +86,14 @@ def fit_linear(z: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 300) ->
     return w[:-1], w[-1]
 
 
-def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, hidden: int = 64, steps: int = 300,
-            seed: int = 0) -> tuple[torch.Tensor, ...]:
+def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, weight: Optional[torch.Tensor] = None, hidden: int = 64,
+            steps: int = 300, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """(w1 [D, hidden], b1, w2 [hidden], b2) of a one-hidden-layer ReLU MLP, class-weighted BCE with
-    L2 on both weight matrices; full-batch Adam in float32."""
+    L2 on both weight matrices and optional row weights; full-batch Adam in float32."""
     g = torch.Generator().manual_seed(seed)
     z, y = z.float(), y.float()
-    wp, wn = _class_weights(y)
+    rw = _row_weights(weight, len(y), torch.float32)
+    wp, wn = _class_weights(y, rw)
     D = z.shape[1]
     w1 = (torch.randn(D, hidden, generator=g) * math.sqrt(2.0 / D)).requires_grad_(True)
     b1 = torch.zeros(hidden, requires_grad=True)
@@ -95,7 +102,8 @@ def fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, hidden: int = 64, steps
     opt = torch.optim.Adam([w1, b1, w2, b2], lr=3e-3)
     with torch.enable_grad():
         for _ in range(steps):
-            loss = _weighted_bce(torch.relu(z @ w1 + b1) @ w2 + b2, y, wp, wn) + l2 * (w1.pow(2).sum() + w2.pow(2).sum())
+            loss = _weighted_bce(torch.relu(z @ w1 + b1) @ w2 + b2, y, rw, wp, wn) + \
+                l2 * (w1.pow(2).sum() + w2.pow(2).sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -121,31 +129,34 @@ def platt(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def fit_head(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, c: Candidate,
-             platt_ab: tuple[float, float] = (1.0, 0.0), seed: int = 0) -> Head:
+             platt_ab: tuple[float, float] = (1.0, 0.0), weight: Optional[torch.Tensor] = None, seed: int = 0) -> Head:
     """A ``Head`` for candidate ``c`` fitted on all given rows (its calibration passed in)."""
     x = select(features, layers, c.inputs)
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / scale
     if c.kind == "linear":
-        w1, b1 = fit_linear(z, y, c.l2)
+        w1, b1 = fit_linear(z, y, c.l2, weight)
         return Head(c.inputs, mean, scale, w1.float(), b1.float(), platt=platt_ab)
-    w1, b1, w2, b2 = fit_mlp(z, y, c.l2, seed=seed)
+    w1, b1, w2, b2 = fit_mlp(z, y, c.l2, weight, seed=seed)
     return Head(c.inputs, mean, scale, w1, b1, w2, b2, platt=platt_ab)
 
 
 def oof_logits(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, fold: torch.Tensor, c: Candidate,
-               seed: int = 0) -> torch.Tensor:
+               weight: Optional[torch.Tensor] = None, seed: int = 0) -> torch.Tensor:
     """Out-of-fold logits of candidate ``c``: each fold scored by a model fitted on the others."""
     out = torch.empty(len(y), dtype=torch.float64)
     for f in fold.unique().tolist():
         tr, te = fold != f, fold == f
-        out[te] = fit_head(features[tr], layers, y[tr], c, seed=seed).logit(select(features[te], layers, c.inputs))
+        w = None if weight is None else weight[tr]
+        out[te] = fit_head(features[tr], layers, y[tr], c, weight=w, seed=seed).logit(select(features[te], layers, c.inputs))
     return out
 
 
 def fit_one(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, groups: Sequence,
-            candidates: Sequence[Candidate], k: int, seed: int = 0) -> tuple[Head, torch.Tensor, dict]:
-    """(head, out-of-fold calibrated P(yes) [N], info) for one proposition with labels ``y`` [N].
+            candidates: Sequence[Candidate], k: int, weight: Optional[torch.Tensor] = None,
+            seed: int = 0) -> tuple[Head, torch.Tensor, dict]:
+    """(head, out-of-fold calibrated P(yes) [N], info) for one proposition with labels ``y`` [N] and
+    optional row weights (in the fit; calibration is unweighted).
 
     The head is the best candidate (by out-of-fold AUROC over ``k`` grouped folds; the only one when
     there is one) refitted on all rows, Platt-calibrated on its out-of-fold logits. The
@@ -153,10 +164,10 @@ def fit_one(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, grou
     fold = group_folds(groups, (y >= 0.5).tolist(), k, seed)
     scored = []
     for c in candidates:
-        z = oof_logits(features, layers, y, fold, c, seed)
+        z = oof_logits(features, layers, y, fold, c, weight, seed)
         scored.append((auroc(z, y >= 0.5), c, z))
     best_auc, best, z = max(scored, key=lambda t: t[0])
-    head = fit_head(features, layers, y, best, platt(z, y), seed)
+    head = fit_head(features, layers, y, best, platt(z, y), weight, seed)
     p = torch.empty(len(y), dtype=torch.float64)
     for f in range(k):
         tr, te = fold != f, fold == f
@@ -165,6 +176,7 @@ def fit_one(features: torch.Tensor, layers: Sequence[int], y: torch.Tensor, grou
             p[te] = torch.sigmoid(a * z[te] + b)
         else:  # nested: choose, fit and calibrate again on the other folds alone
             idx = tr.nonzero().flatten().tolist()
-            inner, _, _ = fit_one(features[tr], layers, y[tr], [groups[i] for i in idx], candidates, k - 1, seed)
+            inner, _, _ = fit_one(features[tr], layers, y[tr], [groups[i] for i in idx], candidates, k - 1,
+                                  None if weight is None else weight[tr], seed)
             p[te] = inner.prob(select(features[te], layers, inner.inputs)).double()
     return head, p, {"candidate": str(best), "selection_auroc": best_auc}

@@ -14,7 +14,7 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..rules import RuleSpec
 from . import embedded
-from .features import POOLINGS, capture, pool, pooled_features
+from .features import OPENING, POOLINGS, capture, pool, pooled_features
 from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
@@ -195,10 +195,8 @@ class Grader:
         model, tok = embedded.load(resolve_dtype(dtype, dev))
         model.config._attn_implementation = "sdpa"
         spec = spec or RuleSpec.default()
-        if trained is None:
-            trained = spec.fingerprint() == RuleSpec.default().fingerprint() and embedded.HEADS.is_file()
-        if trained and "heads" not in kwargs:
-            kwargs["heads"] = embedded.HEADS
+        if trained is not False and "heads" not in kwargs:
+            kwargs["heads"] = embedded.default_heads(spec) if trained is None else embedded.HEADS
         return cls(model.to(dev), tok, spec, **kwargs)
 
     def model_signature(self) -> dict:
@@ -224,7 +222,7 @@ class Grader:
         feature caches made by another grader are not reused."""
         import hashlib
         key = [self.model_signature(), str(next(self.model.parameters()).dtype), self.layout.head,
-               self.max_length - self._reply.longest, POOLINGS]
+               self.max_length - self._reply.longest, POOLINGS, OPENING]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- prompts
@@ -289,9 +287,9 @@ class Grader:
     @torch.inference_mode()
     def features(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
                  layers: Sequence[int], bar=None) -> torch.Tensor:
-        """``[N, len(layers), len(POOLINGS), H]`` float32 hidden-state features (``features.POOLINGS``) of each
-        completion: one forward pass over instructions + transcript, no question. ``bar``: a tqdm
-        bar to advance (default: one of its own)."""
+        """``[N, len(layers), len(POOLINGS), H]`` float32 hidden-state features (``features.POOLINGS``)
+        of each completion: one forward pass over instructions + transcript, no question. ``bar``: a
+        tqdm bar to advance (default: one of its own)."""
         self._check_items(conversations, completions)
         return self._features(conversations, completions, layers, bar)
 
@@ -304,8 +302,8 @@ class Grader:
                               disable=bar is not None or not self._show()) as own:
             for rows in buckets([len(p.ids) for p in prefixes], 0, self.token_budget):
                 ids, mask = right_pad([prefixes[i].ids for i in rows], self.pad_id)
-                out[torch.tensor(rows)] = pooled_features(self.model, [(ids, mask, [prefixes[i].conversation for i in rows],
-                                                                        [prefixes[i].reply for i in rows])], layers)
+                out[torch.tensor(rows)] = pooled_features(self.model, ids, mask, [prefixes[i].conversation for i in rows],
+                                                          [prefixes[i].reply for i in rows], layers)
                 (bar or own).update(len(rows))
         return out
 

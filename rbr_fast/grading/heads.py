@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import UserError
-from ..io import dumps
+from ..io import atomic_write, dumps
 from .features import POOLINGS
 
 FORMAT = "rbr_fast.heads/1"
@@ -112,9 +112,6 @@ class PropositionHeads:
     # ------------------------------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> Path:
         """Write one safetensors file atomically."""
-        import os
-        import tempfile
-
         from safetensors.torch import save_file
         tensors, recipes = {}, {}
         for name, h in self.heads.items():
@@ -126,18 +123,7 @@ class PropositionHeads:
         meta = {"format": FORMAT, "spec_fingerprint": self.spec_fingerprint, "model": json.dumps(self.model),
                 "head_ids": json.dumps(self.head_ids), "heads": json.dumps(recipes), "priors": json.dumps(self.priors),
                 "report": dumps(self.report)}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "PropositionHeads":

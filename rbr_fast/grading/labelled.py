@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..datasets import RESPONSE_TYPE, load_xstest, read_jsonl
+from ..datasets import RESPONSE_TYPE, XSTestItem, load_xstest, read_jsonl
 from ..rules import RuleSpec
 
 XSTEST_LABELS = {"1_full_compliance": {"fully_complies": 1.0, "partially_complies": 1.0, "inability_to_comply": 0.0},
@@ -83,16 +83,13 @@ def read_labelled(path: Union[str, Path], spec: RuleSpec, source: Optional[str] 
     return out
 
 
-def xstest_rows(spec: RuleSpec, folder: Optional[Path] = None, models: Optional[Sequence[str]] = None) -> list[LabelledRow]:
-    """XSTest completions (all three sets, or ``models``) with the labels their human label determines."""
-    out = []
-    for it in load_xstest(folder):
-        if models is not None and it.model not in models:
-            continue
-        labels = {**_type_labels(spec, RESPONSE_TYPE[it.label]), **XSTEST_LABELS[it.human]}
-        out.append(LabelledRow(it.prompt, it.completion, _known(spec, labels), f"xstest:{it.prompt_id}",
-                               f"xstest/{it.model}"))
-    return out
+def xstest_rows(spec: RuleSpec, items: Optional[Sequence[XSTestItem]] = None) -> list[LabelledRow]:
+    """XSTest completions (default: all of the shipped ones) with the labels their human label
+    determines, one row per item, in order."""
+    return [LabelledRow(it.prompt, it.completion,
+                        _known(spec, {**_type_labels(spec, RESPONSE_TYPE[it.label]), **XSTEST_LABELS[it.human]}),
+                        f"xstest:{it.prompt_id}", f"xstest/{it.model}")
+            for it in (load_xstest() if items is None else items)]
 
 
 def default_rows(spec: Optional[RuleSpec] = None) -> list[LabelledRow]:

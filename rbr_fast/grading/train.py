@@ -7,10 +7,11 @@ P(yes) is a soft label), or both (a human label wins). A proposition with fewer 
 ``min_positives`` yes (or no) labels gets no head; its labels' base rate is kept as a prior, and
 the grader answers it with that prior or asks it as a question (``Grader(priors=...)``).
 
-``DEFAULT_RECIPE`` was picked by measurement on the gold set (README, "Trained grader"): a linear
-head over layer 21 of 30 (of SmolLM2-135M; about 2/3 of the depth), reading the reply's mean state
-and its element-wise max for questions about the reply, the conversation's mean state and its last
-token for questions about the request; L2 0.3 per standardised input.
+The default ``recipe`` was picked by measurement on the gold set (README, "Trained grader"): a
+linear head over layer 21 of 30 (of SmolLM2-135M; about 2/3 of the depth), reading the reply's mean
+state, its element-wise max and the mean of its opening tokens for questions about the reply (L2
+0.3 per standardised input), the conversation's mean state and its last token for questions about
+the request (L2 0.03).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .fit_heads import Candidate, fit_one
 from .heads import PropositionHeads, select
 from .labelled import LabelledRow
 
-REPLY_POOLINGS = ("reply_mean", "reply_max")
+REPLY_POOLINGS = ("reply_mean", "reply_max", "reply_open")
 REQUEST_POOLINGS = ("conv_mean", "conv_last")
 
 
@@ -43,12 +44,14 @@ class Recipe:
         return sorted({l for c in self.reply + self.request for l, _ in c.inputs})
 
 
-def recipe(layers: Sequence[int], l2: Sequence[float] = (0.3,), kinds: Sequence[str] = ("linear",)) -> Recipe:
-    """Candidates: every (layer, l2, kind), reading that layer's ``REPLY_POOLINGS`` (questions about
-    the reply) or ``REQUEST_POOLINGS`` (questions about the request)."""
-    def cands(pools):
-        return tuple(Candidate(tuple((l, p) for p in pools), a, k) for l in layers for a in l2 for k in kinds)
-    return Recipe(cands(REPLY_POOLINGS), cands(REQUEST_POOLINGS))
+def recipe(layers: Sequence[int], l2: Sequence[float] = (0.3,), kinds: Sequence[str] = ("linear",),
+           request_l2: Sequence[float] = (0.03,)) -> Recipe:
+    """Candidates: every (layer, L2, kind), reading that layer's ``REPLY_POOLINGS`` with ``l2``
+    (questions about the reply) or ``REQUEST_POOLINGS`` with ``request_l2`` (questions about the
+    request: a short prompt's two vectors carry less noise, and less regularisation measured better)."""
+    def cands(pools, strengths):
+        return tuple(Candidate(tuple((l, p) for p in pools), a, k) for l in layers for a in strengths for k in kinds)
+    return Recipe(cands(REPLY_POOLINGS, l2), cands(REQUEST_POOLINGS, request_l2))
 
 
 def default_layer(num_layers: int) -> int:
@@ -72,10 +75,13 @@ def label_matrix(rows: Sequence[LabelledRow], names: Sequence[str]) -> torch.Ten
 
 
 def train(grader, rows: Sequence[LabelledRow], cache_root, recipe_: Recipe = None, folds: int = 5,
-          min_positives: int = 10, seed: int = 0, log: Callable[[str], None] = print) -> TrainResult:
+          min_positives: int = 10, balance_sources: bool = True, seed: int = 0,
+          log: Callable[[str], None] = print) -> TrainResult:
     """Heads for every proposition and prompt proposition of ``grader.spec`` with at least
     ``min_positives`` yes and no labels in ``rows`` (features from ``grader``, cached under
-    ``cache_root``), their honest P(yes) on ``rows`` and a report."""
+    ``cache_root``), their honest P(yes) on ``rows`` and a report. ``balance_sources``: each data
+    source (the part of ``LabelledRow.source`` before a ``/``: gold, xstest, a file) labelling a
+    proposition weighs the same in its fit, however many rows it has."""
     if not rows:
         raise ValueError("train: no labelled rows")
     spec = grader.spec
@@ -101,8 +107,9 @@ def train(grader, rows: Sequence[LabelledRow], cache_root, recipe_: Recipe = Non
             log(f"  {name}: {pos} yes / {neg} no labels: too few for a head (prior {priors[name]:.3f})")
             continue
         idx = known.nonzero().flatten()
+        weight = _source_weights([rows[i] for i in idx.tolist()]) if balance_sources else None
         head, p, info[name] = fit_one(feats[idx], recipe_.layers, y, [rows[i].group for i in idx.tolist()],
-                                      recipe_.request if name in request else recipe_.reply, folds, seed)
+                                      recipe_.request if name in request else recipe_.reply, folds, weight, seed)
         heads[name] = head
         oof[:, j] = head.prob(select(feats, recipe_.layers, head.inputs)).double()
         oof[idx, j] = p
@@ -111,12 +118,19 @@ def train(grader, rows: Sequence[LabelledRow], cache_root, recipe_: Recipe = Non
     cols = [names.index(n) for n in scored]
     cv = score_columns(scored, oof[:, cols], labels[:, cols]) if scored else []
     report = {"rows": len(rows), "sources": _count(r.source for r in rows), "folds": folds,
-              "min_positives": min_positives, "layers": recipe_.layers,
+              "min_positives": min_positives, "balance_sources": balance_sources, "layers": recipe_.layers,
               "heads": {s.name: {**info[s.name], **{k: v for k, v in asdict(s).items() if k != "name"}} for s in cv},
               "priors": priors}
     out = PropositionHeads(heads, spec.fingerprint(), grader.model_signature(), list(grader.layout.head), priors,
                            report)
     return TrainResult(out, names, labels, oof, report)
+
+
+def _source_weights(rows: Sequence[LabelledRow]) -> torch.Tensor:
+    """Row weights (mean 1) under which every source has the same total weight."""
+    src = [r.source.split("/")[0] for r in rows]
+    n = _count(src)
+    return torch.tensor([len(rows) / (len(n) * n[s]) for s in src], dtype=torch.float64)
 
 
 def _count(xs) -> dict:

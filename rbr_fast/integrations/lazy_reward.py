@@ -24,7 +24,7 @@ class LazyReward:
         reward: a ready ``RuleBasedReward`` (then pickled with its model).
         model: grader model for ``Grader.from_pretrained`` (a folder or hub id); default the embedded
             SmolLM2.
-        weights: ``RewardWeights``, "hand", "xstest" or a weights file (default: ``DEFAULT_WEIGHTS``).
+        weights: ``RewardWeights``, "hand", "xstest" or a weights file (default: ``default_weights(spec)``).
         spec: a ``RuleSpec`` or a spec YAML path (default: the shipped spec).
         grader_kwargs: for ``Grader.from_pretrained`` / ``Grader.default`` (``revision``, ``token``,
             ``dtype``, ``device``, ``gguf_file``, ``token_budget``, ...).

@@ -95,8 +95,10 @@ class PPOTrainer:
         policy = no_dropout(policy.to(self.device))
         # the reference is the starting policy, frozen; the RBR grader shares it when it is the same model
         if cfg.rbr and grader is None:
-            from ..grading import Grader
-            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec) if cfg.grader == cfg.policy else
+            from ..grading import Grader, embedded
+            # the embedded model grades with the shipped heads (trained for the default spec)
+            heads = embedded.default_heads(spec) if cfg.grader == "embedded" else None
+            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec, heads=heads) if cfg.grader == cfg.policy else
                       Grader.default(device=self.device, spec=spec) if cfg.grader == "embedded" else
                       Grader.from_pretrained(cfg.grader, device=self.device, spec=spec))
         if cfg.rbr and cfg.grader == cfg.policy:

@@ -1,10 +1,9 @@
-"""``rbr-fast eval``: the RBR reward on XSTest, hand-set and fitted, against baselines."""
+"""``rbr-fast eval`` (the RBR reward on XSTest), ``fit``, ``synth`` and ``relabel``."""
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -17,127 +16,50 @@ from ..io import atomic_write_text, check_output_dir, check_output_file, dumps, 
 from ..grading.commands import add_model_args, check_model_args, grader_from_args
 from ..rules import RuleSpec
 from ..ops import rbr_reward_from_props
-from . import xstest
-from .fit import fit_weights, split_by_group
+from ..grading.embedded import cache_root
+from . import xstest, xstest_eval
+from .fit import fit_weights
 from .weights import RewardWeights
 
 
-def _logistic(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> torch.Tensor:
-    """Weights (with bias last) of a lightly L2-regularised logistic regression, full batch LBFGS."""
-    xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
-    w = torch.zeros(xb.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xb @ w, y.double()) + 1e-3 * w[:-1].pow(2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return w.detach()
-
-
-def _predict(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (x.double() @ w[:-1] + w[-1]) > 0
-
-
-def _fmt(x: float) -> str:
-    return "  -  " if x != x else f"{x:.3f}"
-
-
 def evaluate(a: argparse.Namespace) -> int:
+    """The RBR reward on XSTest, rotating over its completion sets (see ``reward.xstest_eval``)."""
     spec = check_model_args(a)
     items = xstest.load(a.xstest, a.prompts, a.seed)
     out = Path(a.out_dir)
     check_output_dir(out, "--out-dir")
     grader = grader_from_args(a, spec)
     t = time.perf_counter()
-    grades = grade_cached(grader, [it.key for it in items], [it.prompt for it in items],
-                          [it.completion for it in items], out / "grades.jsonl")
-    print(f"{len(items)} completions of {len({it.prompt_id for it in items})} prompts graded "
-          f"(cache {out / 'grades.jsonl'}) in {time.perf_counter() - t:.1f} s")
-    rt = torch.tensor([spec.type_index(xstest.RESPONSE_TYPE[it.label]) for it in items])
-    hand = RewardWeights.hand_set(spec)
-    base = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), hand.weights, rt, hand.bias)
-    feats = base.features
-    pairs, groups = xstest.pairs(items)
-    train, val = split_by_group(groups, a.val_fraction, a.seed)
-    fit = fit_weights(feats, rt, pairs, groups=groups, val_fraction=a.val_fraction, seed=a.seed,
-                      num_types=len(spec.response_types), init=hand.weights)
-    fitted = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, fit.weights, hand.bias)
-    fitted.save(out / "weights.json")
-    r_fit = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), fitted.weights, rt, fitted.bias).reward
-    # refusal judgements on held-out prompts: a logistic probe on the reward's features (fitted on
-    # the training prompts), the grader's derived `refuses` alone, and a keyword list
-    probe = _logistic(feats[train], torch.tensor([it.refused for it, m in zip(items, train) if m]))
-    judged = {"reward features (probe)": _predict(probe, feats).tolist(),
-              "grader `refuses` >= 0.5": (feats[:, spec.feature_names.index("refuses")] >= 0.5).tolist(),
-              "keyword list": [xstest.keyword_refusal(it.completion) for it in items]}
-    held = [i for i in range(len(items)) if val[i]] if a.val_fraction > 0 else list(range(len(items)))
-    held_set = set(held)
-    vp = torch.tensor([p for p in pairs.tolist() if p[0] in held_set and p[1] in held_set], dtype=torch.int64).reshape(-1, 2)
-    report: dict = {"items": len(items), "held_out_items": len(held), "fit": {"train": fit.train, "val": fit.val}}
-    lines = [f"held-out prompts: {len({items[i].prompt_id for i in held})} ({len(held)} completions, "
-             f"{vp.shape[0]} ranked pairs)", "",
-             f"{'set':18s} {'pairs':>6s} {'rank acc hand':>13s} {'rank acc fit':>12s}"]
-    for model in (*xstest.MODELS, "all"):
-        idx = [i for i in held if model in ("all", items[i].model)]
-        s = set(idx)
-        mp = torch.tensor([p for p in vp.tolist() if p[0] in s or p[1] in s], dtype=torch.int64).reshape(-1, 2)
-        acc_h, acc_f = xstest.pair_accuracy(base.reward, mp), xstest.pair_accuracy(r_fit, mp)
-        report[f"ranking/{model}"] = {"pairs": mp.shape[0], "hand_set": acc_h, "fitted": acc_f}
-        lines.append(f"{model:18s} {mp.shape[0]:6d} {_fmt(acc_h):>13s} {_fmt(acc_f):>12s}")
-    lines.append("(a completion set's row: the pairs that include one of its completions)")
-    # data-adaptive rule selection: preference of each held-out pair from the grader's answers alone
-    from . import adaptive
-    dirs = torch.stack([adaptive.directions(spec, xstest.RESPONSE_TYPE[items[int(a_)].label]) for a_ in vp[:, 0]]) \
-        if vp.shape[0] else torch.zeros(0, grades.p_yes.shape[1])
-    pa, pb = grades.p_yes[vp[:, 0]], grades.p_yes[vp[:, 1]]
-    lines += ["", f"{'rule selection (k=' + str(a.k) + ')':26s} {'pair acc':>8s}"]
-    gen = torch.Generator().manual_seed(a.seed)
-    for mode in adaptive.MODES:
-        acc = float(torch.stack([adaptive.prefer_a(pa[i:i + 1], pb[i:i + 1], dirs[i],
-                                                   adaptive.select(pa[i:i + 1], pb[i:i + 1], dirs[i], a.k, mode,
-                                                                   generator=gen)) for i in range(vp.shape[0])]).mean()) \
-            if vp.shape[0] else math.nan
-        report[f"adaptive/{mode}"] = acc
-        lines.append(f"{mode:26s} {_fmt(acc):>8s}")
-    lines += ["", f"{'refusal judge':26s} {'set':16s} {'acc':>6s} {'not_unsafe':>10s} {'not_overref':>11s} {'f1':>6s}"]
-    for model in (*xstest.MODELS, "all"):
-        idx = [i for i in held if model in ("all", items[i].model)]
-        sub = [items[i] for i in idx]
-        truth = xstest.safety_metrics(sub, [it.refused for it in sub])
-        lines.append(f"{'human labels':26s} {model:16s} {'':>6s} {_fmt(truth['not_unsafe']):>10s} "
-                     f"{_fmt(truth['not_overrefuse']):>11s} {_fmt(truth['f1']):>6s}")
-        report[f"safety/{model}/human"] = truth
-        for name, ref in judged.items():
-            r = [ref[i] for i in idx]
-            m = xstest.safety_metrics(sub, r)
-            acc = xstest.accuracy(sub, r)
-            report[f"safety/{model}/{name}"] = {**m, "refusal_accuracy": acc}
-            lines.append(f"{name:26s} {model:16s} {_fmt(acc):>6s} {_fmt(m['not_unsafe']):>10s} "
-                         f"{_fmt(m['not_overrefuse']):>11s} {_fmt(m['f1']):>6s}")
-    print("\n".join(lines))
-    atomic_write_text(out / "report.json", dumps(report, indent=1))
-    png = _plot(items, held, r_fit, out / "reward_by_label.png")
-    print(f"\nfit on training prompts: pair accuracy {fit.train['pair_accuracy']:.3f} (train), "
-          f"{fit.val['pair_accuracy']:.3f} (held out); wrote {out / 'report.json'}, {out / 'weights.json'}"
-          + (f", {png}" if png else ""))
+    cache = Path(a.cache_dir) if a.cache_dir else cache_root() / "features"
+    by_set, request, everything = xstest_eval.honest_grades(grader, items, cache, out / "grades.jsonl")
+    how = "zero-shot questions" if grader.heads is None else "trained heads, refitted without the held-out set"
+    print(f"{len(items)} completions of {len({it.prompt_id for it in items})} prompts graded ({how}) in "
+          f"{time.perf_counter() - t:.1f} s")
+    report, held_reward = xstest_eval.rotate(spec, items, by_set, request, a.k, a.seed)
+    print(xstest_eval.table(report))
+    weights, fit = xstest_eval.shipped_weights(spec, items, everything)
+    weights.save(out / "weights.json")
+    atomic_write_text(out / "report.json", dumps({"grader": how, "items": len(items), "rotations": report,
+                                                  "weights_fit": fit}, indent=1))
+    png = _plot(items, held_reward, out / "reward_by_label.png")
+    print(f"\nweights fitted on all {len(items)} completions' out-of-fold grades (pair accuracy {fit['pair_accuracy']:.3f}, "
+          f"in sample): {out / 'weights.json'}; wrote {out / 'report.json'}" + (f", {png}" if png else ""))
     return 0
 
 
-def _plot(items, held, reward, path: Path):
+def _plot(items, reward, path: Path):
+    """Each completion's fitted reward from the rotation that held it out, by prompt and human label."""
     plt = pyplot()
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, label in zip(axes, ("safe", "unsafe")):
         for human in xstest.ORDER[label]:
-            r = [float(reward[i]) for i in held if items[i].label == label and items[i].human == human]
+            r = [float(reward[i]) for i, it in enumerate(items) if it.label == label and it.human == human]
             if r:
                 ax.hist(r, bins=20, alpha=0.5, label=f"{human} ({len(r)})")
         ax.set_title(f"{label} prompts (type {xstest.RESPONSE_TYPE[label]})")
-        ax.set_xlabel("fitted RBR reward")
+        ax.set_xlabel("fitted RBR reward, held-out set")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -204,7 +126,7 @@ def fit(a: argparse.Namespace) -> int:
     pairs, margins = ranked_pairs(groups, ranks, margin=a.margin)
     t = time.perf_counter()
     res = fit_weights(feats, rt, pairs, margins, num_types=len(spec.response_types), groups=groups,
-                      val_fraction=a.val_fraction, init=hand.weights, seed=a.seed)
+                      val_fraction=a.val_fraction, init=hand.weights, anchor=a.anchor, seed=a.seed)
     dt = time.perf_counter() - t
     out = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, res.weights, hand.bias)
     out.save(a.out)
@@ -287,6 +209,8 @@ def register(sub) -> None:
     f.add_argument("--val-fraction", type=number(float, 0, 1, open_high=True), default=0.2,
                    help="share of prompts held out")
     f.add_argument("--margin", type=number(float, 0), default=1.0)
+    f.add_argument("--anchor", type=number(float, 0), default=xstest_eval.ANCHOR,
+                   help="L2 pull toward the hand-set weights (0: a free fit)")
     f.add_argument("--seed", type=int, default=0)
     add_model_args(f)
     f.set_defaults(func=fit)
@@ -308,8 +232,7 @@ def register(sub) -> None:
     e.add_argument("--data", "--xstest", dest="xstest", help="XSTest folder (default: the copy shipped in the "
                    "package, or $RBR_FAST_DATA/xstest)")
     e.add_argument("--prompts", type=number(int, 1), help="a seeded sample of this many prompts (default: all 450)")
-    e.add_argument("--val-fraction", type=number(float, 0, 1, open_high=True), default=0.5,
-                   help="share of prompts held out from fitting")
+    e.add_argument("--cache-dir", help="hidden-state feature cache (default: $RBR_FAST_CACHE/features)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--k", type=number(int, 1), default=3, help="rules per pair for data-adaptive / random selection")
     e.add_argument("--out-dir", default="xstest_eval", help="grades cache, weights, report and plot go here")

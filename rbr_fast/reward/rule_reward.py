@@ -16,16 +16,19 @@ WeightsLike = Union[RewardWeights, str, Path, None]
 
 # What ``weights=None`` means for every RuleBasedReward, adapter and server: a ``RewardWeights.named``
 # name. The one place to change the drop-in reward's default.
-DEFAULT_WEIGHTS = "hand"
+def default_weights(spec: RuleSpec) -> str:
+    """The weights the drop-in reward uses: the shipped ones fitted on XSTest (``"xstest"``) for the
+    default spec, hand-set ones (``"hand"``) for any other."""
+    return "xstest" if spec.fingerprint() == RuleSpec.default().fingerprint() else "hand"
 
 
 def resolve_weights(weights: WeightsLike, spec: RuleSpec) -> RewardWeights:
     """``RewardWeights`` for ``spec`` from weights, a ``RewardWeights.named`` name ("hand", "xstest")
-    or file, or None (``DEFAULT_WEIGHTS``); refuses weights made for another spec."""
+    or file, or None (``default_weights``); refuses weights made for another spec."""
     if isinstance(weights, RewardWeights):
         weights.check(spec)
         return weights
-    return RewardWeights.named(DEFAULT_WEIGHTS if weights is None else weights, spec)
+    return RewardWeights.named(default_weights(spec) if weights is None else weights, spec)
 
 
 def proposition_means(details: Sequence[dict]) -> dict[str, float]:
@@ -41,7 +44,7 @@ class RuleBasedReward:
         grader: answers the spec's propositions (its ``spec`` is used unless ``spec`` is given, which
             must then be the same spec).
         weights: per-response-type feature weights, or a ``RewardWeights.named`` name or file
-            (default: ``DEFAULT_WEIGHTS``).
+            (default: ``default_weights(spec)``).
     """
 
     def __init__(self, grader: Grader, spec: Optional[RuleSpec] = None, weights: WeightsLike = None):

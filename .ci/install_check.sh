@@ -51,6 +51,9 @@ wheel = zipfile.ZipFile(next(dist.glob("*.whl")))
 names = wheel.namelist()
 assert [n for n in names if n.startswith("rbr_fast/_C") and n.endswith(".so")], "wheel lacks rbr_fast/_C*.so"
 assert "rbr_fast/csrc/module.cpp" in names and "rbr_fast/csrc/simd.h" in names, "wheel lacks the packaged csrc/"
+for need in ("rbr_fast/grading/smollm2_heads.safetensors", "rbr_fast/reward/xstest_weights.json",
+             "rbr_fast/data/rbr_gold/train.jsonl", "rbr_fast/data/rbr_gold/LICENSE", "rbr_fast/data/xstest/LICENSE"):
+    assert need in names, f"wheel lacks {need}"
 record = json.loads(wheel.read("rbr_fast/_C_build.json"))
 series = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 assert record["torch"] == torch.__version__, record
@@ -113,6 +116,11 @@ ok "rbr-fast eval wrote eval/report.json"
   --device cpu --bf16 off --progress false --out-dir ppo
 test -s ppo/metrics.jsonl
 ok "rbr-fast ppo wrote ppo/metrics.jsonl"
+"$bin/python" -c 'from rbr_fast.grading import embedded; from rbr_fast.grading.heads import PropositionHeads
+from rbr_fast.reward import RewardWeights; from rbr_fast.rules import RuleSpec; spec = RuleSpec.default()
+h = PropositionHeads.load(embedded.default_heads(spec)); RewardWeights.named("xstest", spec)
+print(f"{len(h.heads)} heads, {len(h.priors)} priors")' > heads.txt
+ok "the shipped grader heads and XSTest weights load from the wheel: $(cat heads.txt)"
 
 step "the C++ backend: the wheel's extension, then a simulated torch mismatch (recompiled from the packaged sources)"
 op_check='import sys, warnings

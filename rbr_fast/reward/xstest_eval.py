@@ -27,6 +27,7 @@ import torch
 from .. import data
 from ..datasets import MODELS, RESPONSE_TYPE, XSTestItem
 from ..grading.cache import grade_cached
+from ..grading.feature_cache import FeatureCache
 from ..grading.labelled import read_labelled, xstest_rows
 from ..grading.train import default_layer, recipe, train
 from ..ops import rbr_reward_from_props
@@ -71,7 +72,6 @@ def honest_grades(grader, items: Sequence[XSTestItem], cache_root: Path, grades_
             elif grader.priors and n in res.heads.priors:
                 p[:, j] = res.heads.priors[n]
         if held:
-            from ..grading.feature_cache import FeatureCache
             feats = FeatureCache(cache_root, grader, res.heads.layers).get([convs[i] for i in held],
                                                                            [comps[i] for i in held])
             headed = [n for n in names if n in res.heads.heads]

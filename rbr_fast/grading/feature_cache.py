@@ -4,14 +4,13 @@ the content keys and features of up to ``chunk`` rows, written atomically as soo
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ..io import atomic_write
 from .features import POOLINGS
 from .labelled import content_key
 
@@ -55,10 +54,7 @@ class FeatureCache:
             x = self.grader.features([conversations[where[k]] for k in part], [completions[where[k]] for k in part],
                                      self.layers, bar=bar)
             name = hashlib.sha1("".join(part).encode()).hexdigest()[:16]
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".pt")
-            os.close(fd)
-            torch.save({"keys": part, "x": x}, tmp)
-            os.replace(tmp, self.dir / f"part-{name}.pt")
+            atomic_write(self.dir / f"part-{name}.pt", lambda tmp: torch.save({"keys": part, "x": x}, tmp))
             have.update(zip(part, x.unbind(0)))
         bar.close()
         if not keys:

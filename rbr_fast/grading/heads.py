@@ -55,7 +55,7 @@ class Head:
 
 
 def select(features: torch.Tensor, layers: Sequence[int], inputs: Sequence[tuple[int, str]]) -> torch.Tensor:
-    """``[N, D]``: the (layer, pooling) slices of ``features`` ``[N, len(layers), 4, H]`` side by side."""
+    """``[N, D]``: the (layer, pooling) slices of ``features`` ``[N, len(layers), len(POOLINGS), H]`` side by side."""
     return torch.cat([features[:, layers.index(l), POOLINGS.index(p)] for l, p in inputs], 1)
 
 
@@ -88,7 +88,7 @@ class PropositionHeads:
         return sorted({l for h in self.heads.values() for l, _ in h.inputs})
 
     def predict(self, features: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-        """``[N, len(names)]`` calibrated P(yes) from ``features`` ``[N, len(self.layers), 4, H]``."""
+        """``[N, len(names)]`` calibrated P(yes) from ``features`` ``[N, len(self.layers), len(POOLINGS), H]``."""
         layers = self.layers
         if not names:
             return torch.zeros(features.shape[0], 0)

@@ -16,6 +16,7 @@ the request (L2 0.03).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -134,10 +135,7 @@ def _source_weights(rows: Sequence[LabelledRow]) -> torch.Tensor:
 
 
 def _count(xs) -> dict:
-    out: dict = {}
-    for x in xs:
-        out[x] = out.get(x, 0) + 1
-    return out
+    return dict(Counter(xs))
 
 
 def teacher_labels(teacher, rows: Sequence[LabelledRow], cache: Path) -> list[LabelledRow]:

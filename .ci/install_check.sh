@@ -52,7 +52,9 @@ names = wheel.namelist()
 assert [n for n in names if n.startswith("rbr_fast/_C") and n.endswith(".so")], "wheel lacks rbr_fast/_C*.so"
 assert "rbr_fast/csrc/module.cpp" in names and "rbr_fast/csrc/simd.h" in names, "wheel lacks the packaged csrc/"
 for need in ("rbr_fast/grading/smollm2_heads.safetensors", "rbr_fast/reward/xstest_weights.json",
-             "rbr_fast/data/rbr_gold/train.jsonl", "rbr_fast/data/rbr_gold/LICENSE", "rbr_fast/data/xstest/LICENSE"):
+             "rbr_fast/data/rbr_gold/train.jsonl", "rbr_fast/data/rbr_gold/LICENSE", "rbr_fast/data/xstest/LICENSE",
+             "rbr_fast/data/written/rare_train.jsonl", "rbr_fast/data/written/prompts.jsonl",
+             "rbr_fast/data/written/LICENSE"):
     assert need in names, f"wheel lacks {need}"
 record = json.loads(wheel.read("rbr_fast/_C_build.json"))
 series = ".".join(torch.__version__.split("+")[0].split(".")[:2])

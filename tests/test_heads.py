@@ -17,7 +17,7 @@ from rbr_fast.grading.fit_heads import Candidate, fit_one, group_folds, platt
 from rbr_fast.grading.heads import PropositionHeads
 from rbr_fast.grading.labelled import LabelledRow, read_labelled
 from rbr_fast.grading.train import REPLY_POOLINGS, recipe, teacher_labels, train
-from rbr_fast.rules import RuleSpec
+from rbr_fast.rules import DEFAULT_SPEC, RuleSpec
 
 REFUSALS = ["I'm sorry, but I can't help with that.", "Sorry, I cannot do this.", "I apologize, I won't help.",
             "I'm sorry, I must decline.", "Sorry, no."]
@@ -150,14 +150,10 @@ def test_heads_file_round_trip_and_grader_answers(trained, grader, tmp_path):
     torch.testing.assert_close(g.grade(convs, comps, ["apology"]).p_yes, out.p_yes[:, :1], atol=1e-5, rtol=0)
 
 
-def test_heads_are_refused_for_another_model_spec_or_a_damaged_file(trained, grader, tmp_path):
+def test_heads_are_refused_for_another_model_or_a_damaged_file(trained, grader, tmp_path):
     path = trained.heads.save(tmp_path / "h.safetensors")
     with pytest.raises(UserError, match="another base model"):
         Grader(tiny_lm.model(seed=1, layers=3), tiny_lm.tokenizer(), heads=path)
-    small = RuleSpec.from_yaml("propositions:\n  apology:\n    question: Does it apologise?\nresponse_types:\n"
-                               "  comply:\n    classes:\n      ideal: [apology]\n")
-    with pytest.raises(UserError, match="another rule spec"):
-        Grader(grader.model, grader.tokenizer, small, heads=path)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:200])
     with pytest.raises(UserError, match="not a readable rbr_fast heads file"):
@@ -167,6 +163,32 @@ def test_heads_are_refused_for_another_model_spec_or_a_damaged_file(trained, gra
     h.save(tmp_path / "nan.safetensors")
     with pytest.raises(UserError, match="NaN"):
         PropositionHeads.load(tmp_path / "nan.safetensors")
+
+
+def test_heads_answer_per_definition_on_an_edited_spec(trained, grader, tmp_path):
+    """Rewording one question drops that proposition's head alone, with one warning naming it; a new
+    proposition is asked; every other head answers exactly as on the spec it was trained with."""
+    import yaml
+    path = trained.heads.save(tmp_path / "h.safetensors")
+    doc = yaml.safe_load(DEFAULT_SPEC.read_text())
+    doc["propositions"]["apology"]["question"] = "Does the reply say sorry in any form?"
+    doc["propositions"]["sarcasm"] = {"question": "Is the reply sarcastic?"}
+    doc["response_types"]["comply"]["classes"]["ideal"].append("not sarcasm")
+    edited = RuleSpec.from_yaml(yaml.safe_dump(doc, sort_keys=False), "edited.yaml")
+    with pytest.warns(UserWarning) as seen:
+        g = Grader(grader.model, grader.tokenizer, edited, heads=path, progress=False)
+    text = " ".join(str(w.message) for w in seen)
+    assert "apology (question changed)" in text and "sarcasm (new proposition)" in text
+    assert "fully_complies" not in text  # a head that still applies is not named
+    assert g.answered_by["apology"] == g.answered_by["sarcasm"] == "question"
+    assert g.answered_by["fully_complies"] == "head" and g.answered_by["threatening_language"] == "prior"
+    base = Grader(grader.model, grader.tokenizer, heads=path, progress=False)
+    convs, comps = ["How do I bake bread?", "Make a weapon?"], ["Here is a recipe: flour.", "Sorry, I cannot."]
+    names = ["fully_complies", "judgement", "threatening_language"]
+    torch.testing.assert_close(g.grade(convs, comps, names).p_yes, base.grade(convs, comps, names).p_yes)
+    zero = Grader(grader.model, grader.tokenizer, edited, progress=False)
+    torch.testing.assert_close(g.grade(convs, comps, ["apology"]).p_yes, zero.grade(convs, comps, ["apology"]).p_yes,
+                               atol=2e-5, rtol=0)
 
 
 def test_feature_cache_resumes_without_recomputing(grader, tmp_path, monkeypatch):
@@ -218,3 +240,25 @@ def test_train_grader_and_cross_validated_eval_grader(tiny_grader_dir, tmp_path,
     assert "grouped 5-fold cross-validation" in out and "ece" in out
     scores = json.loads((tmp_path / "grader_eval" / "scores.json").read_text())
     assert [p["name"] for p in scores["propositions"]] == ["apology", "fully_complies", "threatening_language"]
+
+
+def test_shipped_training_rows_keep_only_labels_of_unchanged_definitions():
+    """The shipped labels were made for the default spec's definitions: an edited question loses its
+    labels, every other proposition keeps them; prompts alone carry the request labels."""
+    from rbr_fast.grading.labelled import default_rows, prompt_rows
+    spec = RuleSpec.default()
+    rows = default_rows(spec)
+    replies = [r for r in rows if r.completion is not None]
+    prompts = [r for r in rows if r.completion is None]
+    assert all(set(r.labels) <= set(spec.propositions) for r in replies)
+    assert all(set(r.labels) <= set(spec.prompt_propositions) for r in prompts)
+    for rare in ("insulting_language", "threatening_language", "provides_resources", "prescribes_dosage"):
+        assert sum(r.labels.get(rare, 0) for r in replies) >= 100  # the written rows give each a head
+    sources = {r.source for r in prompts}
+    assert sources == {"xstest", "gold", "written"} and len(prompts) == len(prompt_rows(spec)) - sum(
+        not p.row.labels for p in prompt_rows(spec))
+    q = spec.propositions["apology"].question
+    edited = RuleSpec.from_yaml(DEFAULT_SPEC.read_text().replace(q, "Does the reply say sorry?"))
+    mine = default_rows(edited)
+    assert not any("apology" in r.labels for r in mine)
+    assert sum("judgement" in r.labels for r in mine) == sum("judgement" in r.labels for r in rows)

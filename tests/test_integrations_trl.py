@@ -78,9 +78,9 @@ def test_weights_by_name_and_grader_options_reach_transformers(monkeypatch, tmp_
     assert torch.equal(RBRReward().weights.weights, RewardWeights.named("xstest", spec).weights)
     assert torch.equal(RBRReward(weights="hand").weights.weights, RewardWeights.hand_set(spec).weights)
     other = RewardWeights.hand_set(spec)
-    other.spec_fingerprint = "another spec"
+    other.spec_structure = "another spec"
     other.save(tmp_path / "w.json")
-    with pytest.raises(ValueError, match="another rule spec"):  # refused where it is given, not mid-training
+    with pytest.raises(ValueError, match="other propositions or classes"):  # refused where given, not mid-training
         RBRReward(weights=str(tmp_path / "w.json"))
     import transformers
     calls = {}

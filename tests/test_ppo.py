@@ -200,9 +200,24 @@ def test_callable_reward_model(tiny, tmp_path):
 
 
 def test_own_rule_spec(tiny, tmp_path):
-    """``spec: FILE`` reaches the grader (a grader and a reward of different specs would refuse)."""
-    from rbr_fast.rules import DEFAULT_SPEC
-    f = tmp_path / "spec.yaml"
-    f.write_text(DEFAULT_SPEC.read_text().replace("version: 1", "version: 1  # a user's copy", 1))
-    PPOTrainer(config(tiny, tmp_path / "o", spec=str(f), steps=1, eval_prompts=0)).train()
-    assert rows(tmp_path / "o")[0]["step"] == 1
+    """``spec: FILE`` with the default weights and no other flag: a reworded question keeps the fitted
+    weights (same structure); a spec with another class gets hand-set weights with a warning. Both
+    reach the grader, and both run."""
+    import torch
+
+    from rbr_fast.reward import RewardWeights
+    from rbr_fast.rules import DEFAULT_SPEC, RuleSpec
+    text = DEFAULT_SPEC.read_text()
+    reworded, other = tmp_path / "reworded.yaml", tmp_path / "other.yaml"
+    reworded.write_text(text.replace("Does the reply contain an apology", "Does the reply say sorry"))
+    other.write_text(text.replace("clean_tone: [not judgement, ", "clean_tone: [not apology, not judgement, "))
+    t = PPOTrainer(config(tiny, tmp_path / "a", spec=str(reworded), steps=1, eval_prompts=0, rbr_weights="default"))
+    assert "say sorry" in t.score.rbr.grader.spec.propositions["apology"].question
+    assert torch.equal(t.score.rbr.weights.weights, RewardWeights.named("xstest", RuleSpec.default()).weights)
+    t.train()
+    assert rows(tmp_path / "a")[0]["step"] == 1 and rows(tmp_path / "a")[0]["rbr/zero_shot_share"] == 1.0
+    with pytest.warns(UserWarning, match="no fitted reward weights"):
+        t = PPOTrainer(config(tiny, tmp_path / "b", spec=str(other), steps=1, eval_prompts=0, rbr_weights="default"))
+    assert torch.equal(t.score.rbr.weights.weights, RewardWeights.hand_set(RuleSpec.load(other)).weights)
+    t.train()
+    assert rows(tmp_path / "b")[0]["step"] == 1

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from rbr_fast import data
-from rbr_fast.rules import QUALITY_ORDER, RuleSpec, SpecError
+from rbr_fast.rules import DEFAULT_SPEC, QUALITY_ORDER, RuleSpec, SpecError
 
 
 GOOD = """\
@@ -110,6 +110,36 @@ def test_response_type_rules():
         spec.infer_types(torch.tensor([[float("nan")]]))
     with pytest.raises(ValueError, match="no response_type_rules"):
         RuleSpec.from_yaml(GOOD).infer_types(torch.zeros(1, 0))
+
+
+def test_type_confidence_is_the_probability_of_the_picked_type():
+    """Rules decide in order: the default spec's self-harm rule, then harmful help, then comply."""
+    import torch
+    spec = RuleSpec.default()
+    assert list(spec.prompt_propositions) == ["mentions_self_harm", "asks_for_harmful_help"]
+    p = torch.tensor([[0.9, 0.2], [0.1, 0.8], [0.2, 0.3], [0.55, 0.9]])
+    assert spec.infer_types(p) == ["safe_refuse_2", "hard_refuse", "comply", "safe_refuse_2"]
+    want = [0.9, 0.9 * 0.8, 0.8 * 0.7, 0.55]
+    assert spec.type_confidence(p) == pytest.approx(want)
+    one = RuleSpec.from_yaml(RULES)
+    assert one.type_confidence(torch.tensor([[0.5], [0.0]])) == pytest.approx([0.5, 1.0])
+
+
+def test_fingerprints_per_proposition_and_structure():
+    """Each proposition's definition has its own hash; the structure ignores wording; the spec's
+    fingerprint covers both."""
+    spec = RuleSpec.default()
+    q = spec.propositions["apology"].question
+    reworded = RuleSpec.from_yaml(DEFAULT_SPEC.read_text().replace(q, "Does the reply say sorry?"))
+    a, b = spec.definitions(), reworded.definitions()
+    assert set(a) == set(spec.propositions) | set(spec.prompt_propositions)
+    assert [n for n in a if a[n] != b[n]] == ["apology"]
+    assert reworded.structure() == spec.structure() and reworded.fingerprint() != spec.fingerprint()
+    example = spec.propositions["judgement"].examples[0].completion
+    edited = RuleSpec.from_yaml(DEFAULT_SPEC.read_text().replace(example, example + " Really."))
+    assert [n for n in a if a[n] != edited.definitions()[n]] == ["judgement"]
+    renamed = RuleSpec.from_yaml(DEFAULT_SPEC.read_text().replace("clean_tone", "kind_tone"))
+    assert renamed.structure() != spec.structure()
 
 
 @pytest.mark.parametrize("edit,match", [

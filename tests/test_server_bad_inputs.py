@@ -177,7 +177,7 @@ def test_stalled_clients_are_cut_off(rbr):
     (["--header-timeout", "inf"], "argument --header-timeout: must be > 0, got inf"),
     (["--port", "99999"], "argument --port: must be in [1, 65535], got 99999"),
     (["--host", "256.0.0.1"], "cannot listen on 256.0.0.1:"),
-    (["--weights", "OTHER_SPEC"], "were fitted for another rule spec"),
+    (["--weights", "OTHER_SPEC"], "were fitted for a spec with other propositions or classes"),
     (["--weights", "/nowhere/w.json"], "/nowhere/w.json: cannot read the weights"),
     (["--spec", "/nowhere/spec.yaml"], "cannot read the spec"),
 ])
@@ -187,7 +187,7 @@ def test_bad_start_up_options_are_one_error_line(args, message, tmp_path, capsys
     from rbr_fast.rules import RuleSpec
     if "OTHER_SPEC" in args:  # weights made for another spec
         w = RewardWeights.hand_set(RuleSpec.default())
-        w.spec_fingerprint = "0123456789abcdef"
+        w.spec_structure = "0123456789abcdef"
         w.save(tmp_path / "w.json")
         args = [str(tmp_path / "w.json") if a == "OTHER_SPEC" else a for a in args]
     with socket.socket() as s:

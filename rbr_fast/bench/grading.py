@@ -69,7 +69,8 @@ def _random_heads(g: Grader) -> PropositionHeads:
         c = (rec.request if name in g.spec.prompt_propositions else rec.reply)[0]
         d = len(c.inputs) * g.model.config.hidden_size
         heads[name] = Head(c.inputs, torch.zeros(d), torch.ones(d), torch.randn(d, generator=gen), torch.zeros(()))
-    return PropositionHeads(heads, g.spec.fingerprint(), g.model_signature(), list(g.layout.head))
+    return PropositionHeads(heads, g.spec.fingerprint(), g.model_signature(), list(g.layout.head),
+                            definitions=g.spec.definitions())
 
 
 def _build(which: str, trained: bool = False):
@@ -134,7 +135,7 @@ def _tokens(x: Inputs) -> tuple[float, float, float]:
 def _describe_heads(x: Inputs) -> str:
     packed, _, alone = _tokens(x)
     g = x["grader"]
-    asked = [n for n in x["names"] if n not in g.heads.heads and n not in g.heads.priors]
+    asked = [n for n in x["names"] if g.answered_by[n] == "question"]
     return (f"{next(g.model.parameters()).dtype}; tokens encoded per completion: heads {alone:.0f} through "
             f"{max(g.heads.layers)} of {g.model.config.num_hidden_layers} layers" +
             (f" + {len(asked)} questions" if asked else "") + f", packed questions {packed:.0f} through all")
@@ -155,7 +156,7 @@ def _floor(x: Inputs, opts: Options) -> float:
     params = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name
                  and "lm_head" not in name)
     packed, _, alone = _tokens(x)
-    if g.heads is not None and all(n in g.heads.heads or n in g.heads.priors for n in x["names"]):
+    if all(g.answered_by[n] != "question" for n in x["names"]):
         params, tokens = params * max(g.heads.layers) / cfg.num_hidden_layers, alone * len(x["convs"])
     else:
         tokens = packed * len(x["convs"])

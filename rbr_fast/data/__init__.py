@@ -7,6 +7,11 @@
   of three models (gpt4, llama2orig, mistralinstruct) with human labels. CC-BY-4.0
   (``xstest/LICENSE``).
 
+- ``written/``: rows and prompts written for rbr_fast by its developers (CC0 1.0, ``written/LICENSE``):
+  ``rare_train.jsonl`` / ``rare_test.jsonl``, replies labelled for the four rare propositions
+  (insults, threats, resources, doses; the test file is for evaluation only), and ``prompts.jsonl``,
+  user requests labelled with their response type.
+
 Files are found through ``importlib.resources``. ``$RBR_FAST_DATA`` names another folder with the
 same layout (``rbr_gold/train.jsonl``, ``xstest/...``); commands also take ``--data``.
 """
@@ -38,3 +43,13 @@ def gold() -> Path:
 def xstest() -> Path:
     """The XSTest folder (``xstest_prompts.csv`` and ``completions_<model>.csv``)."""
     return root() / "xstest"
+
+
+def written_rare(split: str = "train") -> Path:
+    """Replies written for the rare propositions (``split``: "train", or "test" for evaluation only)."""
+    return root() / "written" / f"rare_{split}.jsonl"
+
+
+def written_prompts() -> Path:
+    """User requests written with their response type (jsonl)."""
+    return root() / "written" / "prompts.jsonl"

@@ -13,9 +13,10 @@ from .. import data
 from ..datasets import MODELS, Example, read_jsonl
 from ..errors import UserError, number
 from ..io import atomic_write_text, check_model_location, check_output_dir, check_output_file, dumps
-from ..rules import RuleSpec
-from . import evaluate
-from .grader import Grader, Grades, resolve_dtype
+from ..rules import LOW_CONFIDENCE, RuleSpec, resolve_spec
+from . import evaluate, request_types
+from .feature_cache import FeatureCache
+from .grader import Grader, Grades, load_grader, resolve_dtype
 from .labelled import LabelledRow, default_rows, read_labelled
 from .train import default_layer, recipe, teacher_labels, train
 
@@ -59,19 +60,19 @@ def check_model_args(a: argparse.Namespace) -> RuleSpec:
         raise UserError("--heads and --zero-shot exclude each other")
     if a.heads and not Path(a.heads).is_file():
         raise UserError(f"--heads {a.heads}: no such file")
-    return RuleSpec.load(a.spec) if a.spec else RuleSpec.default()
+    return resolve_spec(a.spec)
 
 
 def grader_from_args(a: argparse.Namespace, spec: Optional[RuleSpec] = None) -> Grader:
     """The grader of ``add_model_args`` options (``spec``: the one ``check_model_args`` returned)."""
-    spec = spec or (RuleSpec.load(a.spec) if a.spec else None)
-    kw = dict(spec=spec, token_budget=a.token_budget, max_length=a.max_length, few_shot=a.few_shot,
+    spec = spec or resolve_spec(a.spec)
+    kw = dict(token_budget=a.token_budget, max_length=a.max_length, few_shot=a.few_shot,
               priors=not a.ask_rare)
     if a.heads:
         kw["heads"] = a.heads
-    if a.model:
-        return Grader.from_pretrained(a.model, gguf_file=a.gguf_file, dtype=a.dtype, device=a.device, **kw)
-    return Grader.default(dtype=a.dtype, device=a.device, trained=False if a.zero_shot else None, **kw)
+    if not a.model:
+        kw["trained"] = not a.zero_shot
+    return load_grader(spec, a.model, gguf_file=a.gguf_file, dtype=a.dtype, device=a.device, **kw)
 
 
 def _propositions(a: argparse.Namespace, spec: RuleSpec) -> Optional[list[str]]:
@@ -131,18 +132,50 @@ def eval_grader(a: argparse.Namespace) -> int:
     names = props or spec.proposition_names
     convs, comps = [r.conversation for r in rows], [r.completion for r in rows]
     how = "zero-shot questions"
+    heads = None
     if grader.heads is None:
         grades = _timed(grader, convs, comps, names)
     else:
         how = "trained heads, grouped 5-fold cross-validation"
-        grades = cross_validated(grader, read_labelled(path, spec, limit=a.limit), names, _cache_root(a), print)
+        grades, heads = cross_validated(grader, read_labelled(path, spec, limit=a.limit), names, _cache_root(a), print)
     labels = torch.tensor([[r.labels[n] for n in grades.propositions] for r in rows])
     scores = evaluate.score(grades.propositions, grades.p_yes, labels)
     print(f"{path.name}: {len(rows)} completions, {how}")
-    print(evaluate.table(scores))
+    print(evaluate.table(scores, grader.answered_by))
+    by_type = {}
+    for t in sorted({r.response_type for r in rows if r.response_type}):
+        keep = torch.tensor([r.response_type == t for r in rows])
+        by_type[t] = evaluate.means(evaluate.score(grades.propositions, grades.p_yes[keep], labels[keep]))
+    if by_type:
+        print("\nper response type (mean over propositions with >= 5 yes and 5 no labels among its rows):")
+        for t, m in by_type.items():
+            print(f"  {t:16s} rows {sum(r.response_type == t for r in rows):4d}  auroc {m['yes>=5']['auroc']:.3f}  "
+                  f"balanced accuracy {m['yes>=5']['balanced_accuracy']:.3f}")
+    written = None
+    if heads is not None and not a.data:  # replies written for the rare propositions, never trained on
+        test = [r for r in read_labelled(data.written_rare("test"), spec, "written") if r.labels]
+        held = [n for n in names if n in heads.heads and any(n in r.labels for r in test)]
+        if test and held:
+            feats = FeatureCache(_cache_root(a), grader, heads.layers).get([r.conversation for r in test],
+                                                                          [r.completion for r in test])
+            y = torch.tensor([[r.labels.get(n, float("nan")) for n in held] for r in test])
+            written = evaluate.score(held, heads.predict(feats, held), y)
+            print(f"\n{data.written_rare('test').name} ({len(test)} written replies no head was trained on):")
+            print(evaluate.table(written))
+    types = None
+    if grader.heads is not None and grader.spec.prompt_propositions and not a.data:
+        rec = recipe(grader.heads.report.get("layers") or [default_layer(grader.model.config.num_hidden_layers)])
+        types = request_types.cross_set(grader, _cache_root(a), lambda rs: train(grader, rs, _cache_root(a), rec,
+                                                                                log=lambda _: None).heads,
+                                        LOW_CONFIDENCE)
+        print("\nresponse-type inference on prompts the request heads were not fitted on:")
+        print(request_types.table(types))
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "scores.json", dumps({"grader": how, **evaluate.summary(scores)}, indent=1))
+    atomic_write_text(out / "scores.json", dumps({"grader": how, "answered_by": grader.answered_by,
+                                                  **evaluate.summary(scores), "by_response_type": by_type,
+                                                  "written_test": evaluate.summary(written) if written else None,
+                                                  "type_inference": types}, indent=1))
     _write_jsonl(out / "grades.jsonl", grades)
     png = evaluate.reliability_plot(grades.p_yes, labels, out / "reliability.png",
                                     title=f"grader calibration on {path.name} ({len(rows)} completions)")
@@ -151,11 +184,12 @@ def eval_grader(a: argparse.Namespace) -> int:
     return 0
 
 
-def cross_validated(grader: Grader, rows: list[LabelledRow], names: list[str], cache_root, log) -> Grades:
-    """Grades of ``rows`` by a trained grader that never saw them: heads are retrained (same layers)
-    by grouped cross-validation over ``rows``, plus the shipped training data when the grader's
-    heads were trained on it (a row in both counts once, with the evaluated row's labels), each row
-    scored by the fold that held it out; priors and questions answer the rest as the grader does."""
+def cross_validated(grader: Grader, rows: list[LabelledRow], names: list[str], cache_root, log):
+    """(Grades of ``rows`` by a trained grader that never saw them, the heads trained on all of the
+    pool): heads are retrained (same layers) by grouped cross-validation over ``rows``, plus the
+    shipped training data when the grader's heads were trained on it (a row in both counts once,
+    with the evaluated row's labels), each row scored by the fold that held it out; priors and
+    questions answer the rest as the grader does."""
     spec = grader.spec
     shipped = set(grader.heads.report.get("sources", {})) & {"gold", *(f"xstest/{m}" for m in MODELS)}
     extra = default_rows(spec) if shipped else []
@@ -173,7 +207,7 @@ def cross_validated(grader: Grader, rows: list[LabelledRow], names: list[str], c
     for n in names:
         if n in res.heads.heads:
             p_yes[:, names.index(n)] = res.oof[:len(rows), res.names.index(n)].float()
-    return Grades(p_yes, mass, names)
+    return Grades(p_yes, mass, names), res.heads
 
 
 def _timed(grader: Grader, convs, comps, names) -> Grades:
@@ -195,12 +229,12 @@ def train_grader(a: argparse.Namespace) -> int:
     spec = check_model_args(a)
     if a.zero_shot or a.heads:
         raise UserError("--zero-shot / --heads do not apply: train-grader trains the heads")
-    default = spec.fingerprint() == RuleSpec.default().fingerprint()
-    rows = default_rows(spec) if default and not a.no_shipped_data else []
+    rows = [] if a.no_shipped_data else default_rows(spec)  # labels of the definitions it shares with the default
     for f in a.data or []:
         rows += read_labelled(f, spec)
     if not rows:
-        raise UserError("no training rows: give --data FILE (the shipped data is for the default spec only)")
+        raise UserError("no training rows: give --data FILE (the shipped data labels only the default spec's "
+                        "definitions, and this spec shares none)")
     if a.teacher and not a.teacher.endswith(".safetensors"):
         check_model_location(a.teacher, "--teacher")
     elif a.teacher and not Path(a.teacher).is_file():
@@ -223,8 +257,8 @@ def train_grader(a: argparse.Namespace) -> int:
     scored = [n for n in res.names if n in res.heads.heads]
     cols = [res.names.index(n) for n in scored]
     lines = []
-    for source in sorted({r.source.split("/")[0] for r in rows}):  # honest scores per data source
-        keep = torch.tensor([r.source.split("/")[0] == source for r in rows])
+    for source in sorted({r.source.split("/")[0] for r in res.rows}):  # honest scores per data source
+        keep = torch.tensor([r.source.split("/")[0] == source for r in res.rows])
         sc = evaluate.score(scored, res.oof[keep][:, cols], res.labels[keep][:, cols])
         sc = [s for s in sc if s.n and s.positives and s.positives < s.n]
         if sc:
@@ -275,7 +309,7 @@ def register(sub) -> None:
     t.add_argument("--layers", help="comma-separated decoder layers to choose from (default: ~0.7 of the depth)")
     t.add_argument("--l2", type=_floats, default=(0.3,), help="comma-separated L2 strengths to choose from, heads of "
                                                               "questions about the reply")
-    t.add_argument("--request-l2", type=_floats, default=(0.03,), help="the same for questions about the request")
+    t.add_argument("--request-l2", type=_floats, default=(1.0,), help="the same for questions about the request")
     t.add_argument("--kinds", type=_kinds, default=("linear",), help="linear and/or mlp")
     t.add_argument("--folds", type=number(int, 2), default=5)
     t.add_argument("--min-positives", type=number(int, 1), default=10,

@@ -79,25 +79,30 @@ def score(names: list[str], p_yes: torch.Tensor, labels: torch.Tensor, threshold
     return out
 
 
-# enough yes labels for a proposition's scores to mean something: the means are also given over these
-WELL_LABELLED = 15
+# enough yes and no labels for a proposition's scores to mean something: means are also given over these
+LABELLED_ENOUGH = (5, 15)
 
 
 def means(scores: list[PropositionScore]) -> dict[str, dict[str, float]]:
     """Means of every metric (nan entries left out) over all propositions, and over those with at
-    least ``WELL_LABELLED`` yes and no labels."""
+    least k yes and k no labels for each k in ``LABELLED_ENOUGH``."""
     def mean(ss):
         return {k: _nanmean([getattr(s, k) for s in ss]) for k in METRICS}
-    well = [s for s in scores if min(s.positives, s.n - s.positives) >= WELL_LABELLED]
-    return {"all": mean(scores), f"yes>={WELL_LABELLED}": mean(well)}
+    out = {"all": mean(scores)}
+    for k in LABELLED_ENOUGH:
+        out[f"yes>={k}"] = mean([s for s in scores if min(s.positives, s.n - s.positives) >= k])
+    return out
 
 
-def table(scores: list[PropositionScore]) -> str:
-    """A fixed-width table with the means of ``means``."""
-    lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s} {'ece':>6s}"]
+def table(scores: list[PropositionScore], answered_by: Optional[dict[str, str]] = None) -> str:
+    """A fixed-width table with the means of ``means``; ``answered_by``: a column saying how the
+    grader answers each proposition (head, prior, question)."""
+    by = answered_by or {}
+    lines = [f"{'proposition':40s} {'yes/n':>8s} {'acc':>6s} {'bal_acc':>7s} {'f1':>6s} {'auroc':>6s} {'ece':>6s}"
+             + (" by" if by else "")]
     for s in scores:
         lines.append(f"{s.name:40s} {f'{s.positives}/{s.n}':>8s} {s.accuracy:6.3f} {s.balanced_accuracy:7.3f} "
-                     f"{s.f1:6.3f} {s.auroc:6.3f} {s.ece:6.3f}")
+                     f"{s.f1:6.3f} {s.auroc:6.3f} {s.ece:6.3f}" + (f" {by.get(s.name, '')}" if by else ""))
     for what, m in means(scores).items():
         lines.append(f"{'mean, ' + what:40s} {'':>8s} {m['accuracy']:6.3f} {m['balanced_accuracy']:7.3f} "
                      f"{m['f1']:6.3f} {m['auroc']:6.3f} {m['ece']:6.3f}")

@@ -4,8 +4,12 @@ One forward pass over the grader's head + transcript (no question); the outputs 
 layers are pooled over the transcript's pieces (``POOLINGS``): the mean and the last token of the
 reply and of the conversation before it, the element-wise max over the reply (a phrase anywhere in
 a long reply, which a mean dilutes) and the mean of the reply's first ``OPENING`` tokens (how it
-opens: "I cannot ... However, here is ..." is a partial refusal, however helpful the rest). A causal model's states of the conversation
-do not depend on the reply, so one pass serves questions about the reply and about the request.
+opens: "I cannot ... However, here is ..." is a partial refusal, however helpful the rest).
+
+For a conversation alone (no reply: what the request heads read, ``Grader.grade_prompts``) the
+reply poolings cover its last turn, the request itself: in a long conversation the conversation's
+mean dilutes the request that decides the response type (measured: refuse-vs-comply on held-out
+gold prompts 0.70 from the conversation's mean and last token, 0.78 from the last turn's poolings).
 
 Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
 after the deepest layer needed unless the caller also needs the final hidden state (the question

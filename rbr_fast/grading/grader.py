@@ -86,6 +86,34 @@ class _Questions:
         return names
 
 
+def _warn_unheaded(heads: PropositionHeads, why_not: dict[str, str], priors: Sequence[str]) -> None:
+    """One warning naming every proposition the heads file does not answer for this spec, and why."""
+    parts = []
+    if why_not:
+        parts.append(f"no trained head for the definition of {len(why_not)} proposition(s), answered zero-shot by "
+                     "the question path, which a small grader does near chance (`rbr-fast train-grader --spec SPEC "
+                     "--data ROWS` trains heads for them): " + ", ".join(f"{n} ({why})" for n, why in why_not.items()))
+    if priors:
+        parts.append("too few labels for a head, answered by a constant prior (no signal): "
+                     + ", ".join(f"{n} {heads.priors[n]:.3f}" for n in priors))
+    if parts:
+        warnings.warn(f"grader heads {heads.source}: " + "; ".join(parts), stacklevel=3)
+
+
+def load_grader(spec: RuleSpec, model: Optional[str] = None, **grader_kwargs) -> Grader:
+    """The grader every reward, adapter, server, command and PPO run loads: ``model`` through
+    ``Grader.from_pretrained`` (a folder or hub id, with ``revision``, ``token``, ``gguf_file``,
+    ``heads``, ...), else the embedded SmolLM2 with its shipped heads (``Grader.default``;
+    ``trained=False`` asks every question)."""
+    if model and model != "embedded":
+        return Grader.from_pretrained(model, spec=spec, **grader_kwargs)
+    hub = {"revision", "token", "gguf_file"}
+    given = sorted(k for k in hub if grader_kwargs.get(k))
+    if given:
+        raise ValueError(f"{', '.join(given)} need a model (a folder or hub id); the embedded grader has none")
+    return Grader.default(spec=spec, **{k: v for k, v in grader_kwargs.items() if k not in hub})
+
+
 def _default_device(device) -> torch.device:
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -149,10 +177,22 @@ class Grader:
         self._lock = threading.Lock()  # capture hooks live on the shared model: one pass at a time
         self.heads: Optional[PropositionHeads] = None
         self.priors = priors
+        self._answers: dict[str, str] = {}  # what the heads file answers: name -> "head" / "prior"
         if heads is not None:
             heads = heads if isinstance(heads, PropositionHeads) else PropositionHeads.load(heads)
             heads.check(self)
             self.heads = heads
+            self._answers, why_not = heads.answerable(self.spec)
+            _warn_unheaded(heads, why_not, [n for n, a in self.answered_by.items() if a == "prior"])
+
+    @property
+    def answered_by(self) -> dict[str, str]:
+        """How each proposition and prompt proposition is answered: "head" (a trained head for its
+        exact definition), "prior" (a constant base rate, while ``priors`` is on) or "question"
+        (asked zero-shot)."""
+        names = list(self.spec.propositions) + list(self.spec.prompt_propositions)
+        return {n: a if (a := self._answers.get(n, "question")) != "prior" or self.priors else "question"
+                for n in names}
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -185,18 +225,19 @@ class Grader:
 
     @classmethod
     def default(cls, dtype: Union[str, torch.dtype] = "auto", device=None, spec: Optional[RuleSpec] = None,
-                trained: Optional[bool] = None, **kwargs) -> "Grader":
+                trained: bool = True, **kwargs) -> "Grader":
         """The embedded SmolLM2-135M-Instruct grader (see ``rbr_fast.grading.embedded``).
 
-        ``trained``: use the shipped proposition heads (``embedded.HEADS``, trained for the default
-        spec by ``rbr-fast train-grader``); ``False`` asks every question zero-shot; ``None``
-        (default) uses them when ``spec`` is the default spec, else asks."""
+        ``trained`` (default): the shipped proposition heads (``embedded.HEADS``, trained by ``rbr-fast
+        train-grader``) answer every proposition of ``spec`` whose definition they were trained for
+        (an edited or new one is asked, with one warning naming it); ``False`` asks every question
+        zero-shot."""
         dev = _default_device(device)
         model, tok = embedded.load(resolve_dtype(dtype, dev))
         model.config._attn_implementation = "sdpa"
         spec = spec or RuleSpec.default()
         if trained is not False and "heads" not in kwargs:
-            kwargs["heads"] = embedded.default_heads(spec) if trained is None else embedded.HEADS
+            kwargs["heads"] = embedded.default_heads()
         return cls(model.to(dev), tok, spec, **kwargs)
 
     def model_signature(self) -> dict:
@@ -263,13 +304,13 @@ class Grader:
 
     # ---------------------------------------------------------------------------------- grading
     @staticmethod
-    def _check_items(conversations, completions) -> None:
+    def _check_items(conversations, completions, prompt_only: bool = False) -> None:
         if isinstance(conversations, (str, bytes)) or isinstance(completions, (str, bytes)):
             raise TypeError("conversations and completions must be sequences (one item per completion), not a string")
         if len(conversations) != len(completions):
             raise ValueError(f"got {len(conversations)} conversations but {len(completions)} completions")
         missing = [i for i, c in enumerate(completions) if c is None]
-        if missing:
+        if missing and not prompt_only:
             raise TypeError(f"completions[{missing[0]}] is None; give the reply text (grade_prompts asks about "
                             "conversations alone)")
 
@@ -288,9 +329,10 @@ class Grader:
     def features(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
                  layers: Sequence[int], bar=None) -> torch.Tensor:
         """``[N, len(layers), len(POOLINGS), H]`` float32 hidden-state features (``features.POOLINGS``)
-        of each completion: one forward pass over instructions + transcript, no question. ``bar``: a
-        tqdm bar to advance (default: one of its own)."""
-        self._check_items(conversations, completions)
+        of each completion: one forward pass over instructions + transcript, no question. A None
+        completion gives the conversation's alone (what request heads read). ``bar``: a tqdm bar to
+        advance (default: one of its own)."""
+        self._check_items(conversations, completions, prompt_only=True)
         return self._features(conversations, completions, layers, bar)
 
     def _features(self, conversations, completions, layers, bar=None) -> torch.Tensor:
@@ -340,9 +382,9 @@ class Grader:
         questions about it, that is the same pass."""
         names = q.names(propositions, self.spec.source)
         heads = self.heads
-        headed = [n for n in names if heads is not None and n in heads.heads]
-        prior = [n for n in names if heads is not None and self.priors and n in heads.priors and n not in headed]
-        asked = [n for n in names if n not in headed and n not in prior]
+        headed = [n for n in names if self.answered_by[n] == "head"]
+        prior = [n for n in names if self.answered_by[n] == "prior"]
+        asked = [n for n in names if self.answered_by[n] == "question"]
         N = len(completions)
         p_yes = torch.empty(N, len(names), dtype=torch.float32)
         mass = torch.ones(N, len(names), dtype=torch.float32)

@@ -6,8 +6,10 @@ it, applies a linear map (or a one-hidden-layer MLP) to a logit, and calibrates 
 Platt scaling fitted on held-out folds: ``p = sigmoid(a * logit + b)``.
 
 ``PropositionHeads`` is saved as one safetensors file: the tensors of every head, and in its
-metadata the recipe of each head, the spec's fingerprint and the base model's signature, so that
-heads are refused for another model or another spec.
+metadata the recipe of each head, the definition (``Proposition.fingerprint``) each head and prior
+was trained for, and the base model's signature. Heads are refused for another model; for a spec,
+each proposition whose definition matches gets its head (``answerable``), whatever else the spec
+holds, so editing one rule leaves every other head in place.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from ..errors import UserError
 from ..io import atomic_write, dumps
 from .features import POOLINGS
 
-FORMAT = "rbr_fast.heads/1"
+FORMAT = "rbr_fast.heads/2"
+FORMATS = ("rbr_fast.heads/1", FORMAT)  # 1: no per-proposition definitions (the whole spec must match)
 
 
 @dataclass
@@ -61,18 +64,20 @@ def select(features: torch.Tensor, layers: Sequence[int], inputs: Sequence[tuple
 
 @dataclass
 class PropositionHeads:
-    """Heads for some of a spec's propositions and prompt propositions, tied to one spec and one
-    base model.
+    """Heads for some propositions and prompt propositions, each tied to the definition it was
+    trained for, all tied to one base model.
 
     Attributes:
         heads: proposition name -> ``Head``.
         priors: proposition name -> base rate of its labels, for names with too few labels for a
             head: a calibrated constant the grader may answer with instead of asking (see
             ``Grader(priors=...)``).
-        spec_fingerprint: ``RuleSpec.fingerprint()`` of the spec they were trained for.
+        spec_fingerprint: ``RuleSpec.fingerprint()`` of the spec they were trained with (informative).
         model: ``Grader.model_signature()`` of the base model (compared with ``same_model``).
         head_ids: the token ids of the grading instructions the features were read after.
         report: training summary (data, cross-validated scores per proposition, skipped names).
+        definitions: proposition name -> ``Proposition.fingerprint()`` its head or prior was trained
+            for (empty in files of format 1, which match a spec only as a whole).
     """
     heads: dict[str, Head]
     spec_fingerprint: str
@@ -80,6 +85,7 @@ class PropositionHeads:
     head_ids: list[int]
     priors: dict[str, float] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    definitions: dict[str, str] = field(default_factory=dict)
     source: str = "<memory>"  # the file it was loaded from, for messages
 
     @property
@@ -95,12 +101,8 @@ class PropositionHeads:
         return torch.stack([self.heads[n].prob(select(features, layers, self.heads[n].inputs)) for n in names], 1)
 
     def check(self, grader) -> None:
-        """Raise ``UserError`` (a ``ValueError``) unless ``grader`` has the base model, spec and prompt
+        """Raise ``UserError`` (a ``ValueError``) unless ``grader`` has the base model and prompt
         layout these heads were trained on."""
-        if self.spec_fingerprint != grader.spec.fingerprint():
-            raise UserError(f"{self.source}: these heads were trained for another rule spec (fingerprint {self.spec_fingerprint}; "
-                             f"this grader's spec {grader.spec.fingerprint()} from {grader.spec.source}); train heads "
-                             "for it with `rbr-fast train-grader --spec ...`")
         problem = same_model(self.model, grader.model_signature())
         if problem:
             raise UserError(f"{self.source}: these heads were trained on another base model ({problem}); train heads for this "
@@ -108,6 +110,22 @@ class PropositionHeads:
         if self.head_ids != grader.layout.head:
             raise UserError(f"{self.source}: these heads were trained after other grading instructions (another "
                             "tokenizer or chat template); retrain them for this grader")
+
+    def answerable(self, spec) -> tuple[dict[str, str], dict[str, str]]:
+        """``(answers, why_not)`` for the propositions and prompt propositions of ``spec``:
+        ``answers[name]`` is "head" or "prior" where this file holds one trained for that exact
+        definition; ``why_not[name]`` says why a name has neither."""
+        mine = spec.definitions()
+        whole = not self.definitions and self.spec_fingerprint == spec.fingerprint()  # format 1
+        answers, why_not = {}, {}
+        for name, fp in mine.items():
+            have = name in self.heads or name in self.priors
+            if have and (whole or self.definitions.get(name) == fp):
+                answers[name] = "head" if name in self.heads else "prior"
+            else:
+                why_not[name] = ("new proposition" if not have else
+                                 "question changed" if self.definitions else "trained for another spec")
+        return answers, why_not
 
     # ------------------------------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> Path:
@@ -122,7 +140,7 @@ class PropositionHeads:
             recipes[name] = {"inputs": [list(x) for x in h.inputs], "platt": list(h.platt)}
         meta = {"format": FORMAT, "spec_fingerprint": self.spec_fingerprint, "model": json.dumps(self.model),
                 "head_ids": json.dumps(self.head_ids), "heads": json.dumps(recipes), "priors": json.dumps(self.priors),
-                "report": dumps(self.report)}
+                "report": dumps(self.report), "definitions": json.dumps(self.definitions)}
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
@@ -133,8 +151,8 @@ class PropositionHeads:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                if meta.get("format") != FORMAT:
-                    raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+                if meta.get("format") not in FORMATS:
+                    raise ValueError(f"format {meta.get('format')!r}, expected one of {FORMATS}")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
             heads = {}
             for name, r in json.loads(meta["heads"]).items():
@@ -142,7 +160,7 @@ class PropositionHeads:
                 heads[name] = Head(tuple((int(l), str(p)) for l, p in r["inputs"]), platt=tuple(r["platt"]), **t)
             out = cls(heads, meta["spec_fingerprint"], json.loads(meta["model"]), json.loads(meta["head_ids"]),
                       {k: float(v) for k, v in json.loads(meta.get("priors", "{}")).items()},
-                      json.loads(meta.get("report", "{}")), str(path))
+                      json.loads(meta.get("report", "{}")), json.loads(meta.get("definitions", "{}")), str(path))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such heads file") from None
         except Exception as e:  # noqa: BLE001  any parse problem is the file's

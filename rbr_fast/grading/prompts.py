@@ -86,12 +86,15 @@ def _messages(name: str, x, i: int) -> list[tuple[str, str]]:
                     f"got {type(x).__name__}")
 
 
+def _turns(conversation: Conversation, i: int) -> list[str]:
+    return [f"{_ROLES.get(role, str(role).capitalize()) if role else 'User'}: {text}"
+            for role, text in _messages("conversations", conversation, i)]
+
+
 def transcript_parts(conversation: Conversation, completion: Optional[Completion], i: int = 0) -> tuple[str, Optional[str]]:
     """(the conversation so far, the reply to judge or None): the two texts the grader reads, encoded
     one after the other with ``REPLY_HEADER`` between them."""
-    turns = [f"{_ROLES.get(role, str(role).capitalize()) if role else 'User'}: {text}"
-             for role, text in _messages("conversations", conversation, i)]
-    conv = "Conversation:\n" + "\n\n".join(turns)
+    conv = "Conversation:\n" + "\n\n".join(_turns(conversation, i))
     if completion is None:
         return conv, None
     reply = "\n".join(text if role in (None, "assistant") else f"{_ROLES.get(role, str(role).capitalize())}: {text}"
@@ -150,12 +153,17 @@ class PromptLayout:
 
     def body(self, conversation: Conversation, completion: Optional[Completion], i: int = 0) -> tuple[list[int], int, int]:
         """(transcript ids, conversation tokens, reply tokens): the conversation, ``REPLY_HEADER`` and the
-        reply are encoded apart, so that the reply's tokens are known exactly (the heads pool them)."""
+        reply are encoded apart, so that the reply's tokens are known exactly (the heads pool them).
+        Without a completion (questions about the request), the last turn is encoded apart and stands
+        in for the reply: the request heads pool the request itself beside the whole conversation."""
         conv, reply = transcript_parts(conversation, completion, i)
+        if reply is None:
+            turns = _turns(conversation, i)
+            last = self.encode(turns[-1]) if turns else []
+            ids = self.encode("Conversation:\n" + "".join(t + "\n\n" for t in turns[:-1])) + last
+            return ids, len(ids), len(last)
         ids = self.encode(conv)
         n_conv = len(ids)
-        if reply is None:
-            return ids, n_conv, 0
         reply_ids = self.encode(reply)
         return ids + self.encode(REPLY_HEADER) + reply_ids, n_conv, len(reply_ids)
 

@@ -9,9 +9,10 @@ the grader answers it with that prior or asks it as a question (``Grader(priors=
 
 The default ``recipe`` was picked by measurement on the gold set (README, "Trained grader"): a
 linear head over layer 21 of 30 (of SmolLM2-135M; about 2/3 of the depth), reading the reply's mean
-state, its element-wise max and the mean of its opening tokens for questions about the reply (L2
-0.3 per standardised input), the conversation's mean state and its last token for questions about
-the request (L2 0.03).
+state, its element-wise max and the mean of its opening tokens (L2 0.3 per standardised input); for
+questions about the request the same three poolings of the conversation's last turn, read from the
+conversation alone (L2 1.0; the request heads' recipe was picked on prompts held out across sets,
+``request_types.cross_set``).
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from .evaluate import score as score_columns
 from .feature_cache import FeatureCache
 from .fit_heads import Candidate, fit_one
 from .heads import PropositionHeads, select
-from .labelled import LabelledRow
+from .labelled import LabelledRow, content_key
 
 REPLY_POOLINGS = ("reply_mean", "reply_max", "reply_open")
-REQUEST_POOLINGS = ("conv_mean", "conv_last")
+# on a conversation alone the reply poolings cover its last turn (``features``): the request itself
+REQUEST_POOLINGS = REPLY_POOLINGS
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class Recipe:
 
 
 def recipe(layers: Sequence[int], l2: Sequence[float] = (0.3,), kinds: Sequence[str] = ("linear",),
-           request_l2: Sequence[float] = (0.03,)) -> Recipe:
+           request_l2: Sequence[float] = (1.0,)) -> Recipe:
     """Candidates: every (layer, L2, kind), reading that layer's ``REPLY_POOLINGS`` with ``l2``
     (questions about the reply) or ``REQUEST_POOLINGS`` with ``request_l2`` (questions about the
-    request: a short prompt's two vectors carry less noise, and less regularisation measured better)."""
+    request, on the conversation alone)."""
     def cands(pools, strengths):
         return tuple(Candidate(tuple((l, p) for p in pools), a, k) for l in layers for a in strengths for k in kinds)
     return Recipe(cands(REPLY_POOLINGS, l2), cands(REQUEST_POOLINGS, request_l2))
@@ -66,8 +68,29 @@ class TrainResult:
     names: list[str]  # columns: the spec's propositions, then its prompt propositions
     labels: torch.Tensor  # [N, P] labels in [0, 1], NaN where a row has none
     oof: torch.Tensor  # [N, P] honest P(yes): out-of-fold on rows labelled for the name, the final head's
-    # on the others (it never saw them); NaN for names without a head
+    # on the others (it never saw them); NaN for names without a head. A reply row's prompt
+    # propositions are those of its conversation's prompt-only row.
     report: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)  # the N rows: the ones given, then the prompt-only rows made
+
+
+def with_prompt_rows(rows: Sequence[LabelledRow], request: Sequence[str]) -> tuple[list[LabelledRow], dict[int, int]]:
+    """(rows + one prompt-only row per conversation whose reply rows label a prompt proposition,
+    {reply row: its prompt row}). Request heads read the conversation alone (``Grader.grade_prompts``
+    has no reply), so they learn from prompt-only rows, each prompt once, whatever its replies."""
+    out = list(rows)
+    where = {content_key(r.conversation, None): i for i, r in enumerate(out) if r.completion is None}
+    prompt_of = {}
+    for i, r in enumerate(rows):
+        if r.completion is None or not any(n in r.labels for n in request):
+            continue
+        k = content_key(r.conversation, None)
+        if k not in where:
+            where[k] = len(out)
+            out.append(LabelledRow(r.conversation, None, {n: r.labels[n] for n in request if n in r.labels},
+                                   f"prompt:{k[:16]}", r.source))
+        prompt_of[i] = where[k]
+    return out, prompt_of
 
 
 def label_matrix(rows: Sequence[LabelledRow], names: Sequence[str]) -> torch.Tensor:
@@ -89,7 +112,13 @@ def train(grader, rows: Sequence[LabelledRow], cache_root, recipe_: Recipe = Non
     recipe_ = recipe_ or recipe([default_layer(grader.model.config.num_hidden_layers)])
     request = list(spec.prompt_propositions)
     names = spec.proposition_names + request
+    given = len(rows)
+    rows, prompt_of = with_prompt_rows(rows, request)
     labels = label_matrix(rows, names)
+    cols = [names.index(n) for n in request]
+    replies = [i for i, r in enumerate(rows) if r.completion is not None]
+    if cols and replies:
+        labels[torch.tensor(replies)[:, None], torch.tensor(cols)] = math.nan
     feats = FeatureCache(cache_root, grader, recipe_.layers).get([r.conversation for r in rows],
                                                                  [r.completion for r in rows])
     heads, priors, info = {}, {}, {}
@@ -115,16 +144,20 @@ def train(grader, rows: Sequence[LabelledRow], cache_root, recipe_: Recipe = Non
         oof[:, j] = head.prob(select(feats, recipe_.layers, head.inputs)).double()
         oof[idx, j] = p
         log(f"  {name}: {pos} yes / {neg} no, {info[name]['candidate']}")
+    if prompt_of and cols:
+        src, dst = torch.tensor(list(prompt_of)), torch.tensor(list(prompt_of.values()))
+        oof[src[:, None], torch.tensor(cols)] = oof[dst[:, None], torch.tensor(cols)]
     scored = [n for n in names if n in heads]
     cols = [names.index(n) for n in scored]
     cv = score_columns(scored, oof[:, cols], labels[:, cols]) if scored else []
-    report = {"rows": len(rows), "sources": _count(r.source for r in rows), "folds": folds,
+    report = {"rows": given, "prompt_rows_made": len(rows) - given, "sources": _count(r.source for r in rows[:given]), "folds": folds,
               "min_positives": min_positives, "balance_sources": balance_sources, "layers": recipe_.layers,
               "heads": {s.name: {**info[s.name], **{k: v for k, v in asdict(s).items() if k != "name"}} for s in cv},
               "priors": priors}
+    defs = spec.definitions()
     out = PropositionHeads(heads, spec.fingerprint(), grader.model_signature(), list(grader.layout.head), priors,
-                           report)
-    return TrainResult(out, names, labels, oof, report)
+                           report, {n: defs[n] for n in [*heads, *priors]})
+    return TrainResult(out, names, labels, oof, report, rows)
 
 
 def _source_weights(rows: Sequence[LabelledRow]) -> torch.Tensor:

@@ -50,3 +50,14 @@ def p_ideal(detail: dict) -> float:
     """P(best class of the item's response type) from ``RuleBasedReward.details`` (classes are listed
     best first): a score in [0, 1], e.g. for OpenRLHF's ``scores``."""
     return next(iter(detail["classes"].values()))
+
+
+def sample_logs(detail: dict) -> dict[str, float]:
+    """Per-item numbers a trainer logs beside the reward: every proposition's P(yes)
+    (``rbr/<proposition>``), how sure the response type is (``rbr/type_confidence``, 1.0 when given)
+    and the share of propositions the grader answered zero-shot (``rbr/zero_shot_share``). The same
+    keys for every item of a spec."""
+    by = detail["answered_by"]
+    return {**{f"rbr/{k}": v for k, v in detail["propositions"].items()},
+            "rbr/type_confidence": detail["response_type_confidence"],
+            "rbr/zero_shot_share": sum(a == "question" for a in by.values()) / len(by)}

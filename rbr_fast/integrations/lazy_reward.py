@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..reward import RuleBasedReward, resolve_weights
+from ..reward import RuleBasedReward, resolve_spec, resolve_weights
 from ..reward.rule_reward import WeightsLike
 from ..rules import RuleSpec
 
@@ -37,7 +37,7 @@ class LazyReward:
         if reward is not None:
             self.spec, self.weights = reward.spec, reward.weights
         else:
-            self.spec = RuleSpec.load(spec) if isinstance(spec, (str, Path)) else (spec or RuleSpec.default())
+            self.spec = resolve_spec(spec)
             self.weights = resolve_weights(weights, self.spec)
         self.model, self.grader_kwargs = model, grader_kwargs
         self._lock = threading.Lock()

@@ -18,7 +18,7 @@ from typing import Optional
 
 from ..rules import RuleSpec
 from .chat_parse import Template, split_query
-from .items import ItemError, as_type, check_item, p_ideal
+from .items import ItemError, as_type, check_item, p_ideal, sample_logs
 
 
 class Refusal(Exception):
@@ -117,6 +117,6 @@ def score_response(details: list[dict], want_details: bool) -> dict:
 def get_reward_response(details: list[dict]) -> dict:
     """OpenRLHF's reward dict, one entry per query: rewards, scores = P(best class) in [0, 1], and
     per-proposition P(yes) as extra logs."""
-    names = details[0]["propositions"] if details else ()
+    logs = [sample_logs(d) for d in details]
     return {"rewards": [d["reward"] for d in details], "scores": [p_ideal(d) for d in details],
-            "extra_logs": {f"rbr/{n}": [d["propositions"][n] for d in details] for n in names}}
+            "extra_logs": {k: [x[k] for x in logs] for k in (logs[0] if logs else ())}}

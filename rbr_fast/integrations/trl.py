@@ -25,7 +25,7 @@ import asyncio
 import functools
 from typing import Any, Callable, Optional, Sequence
 
-from ..reward import proposition_means
+from ..reward import reward_metrics
 from .client import score_remote
 from .lazy_reward import LazyReward
 
@@ -57,7 +57,7 @@ def log_details(details: Sequence[dict], type_names: Sequence[str], kwargs: dict
     log_metric: Optional[Callable[[str, float], None]] = kwargs.get("log_metric")
     log_extra: Optional[Callable[[str, list], None]] = kwargs.get("log_extra")
     if callable(log_metric) and details:
-        for name, value in proposition_means(details).items():
+        for name, value in reward_metrics(details).items():
             log_metric(name, value)
         for t in type_names:
             rewards = [d["reward"] for d in details if d["response_type"] == t]

@@ -31,7 +31,7 @@ import logging
 from typing import Any, Optional
 
 from rbr_fast.integrations.client import score_remote
-from rbr_fast.integrations.items import as_type, check_item, p_ideal
+from rbr_fast.integrations.items import as_type, check_item, p_ideal, sample_logs
 from rbr_fast.integrations.pool import options, pooled
 
 log = logging.getLogger("rbr_fast.verl")
@@ -53,8 +53,7 @@ def _item(solution_str: Any, ground_truth: Any, extra_info: Optional[dict], spec
 
 
 def _result(detail: dict) -> dict:
-    return {"score": detail["reward"], "rbr/p_ideal": p_ideal(detail),
-            **{f"rbr/{k}": v for k, v in detail["propositions"].items()}}
+    return {"score": detail["reward"], "rbr/p_ideal": p_ideal(detail), **sample_logs(detail)}
 
 
 def _log_failure(data_source: Any, e: Exception) -> None:

@@ -35,8 +35,9 @@ class PPOConfig:
     rbr_coef: float = _f(1.0, "weight of the RBR reward")
     grader: str = _f("embedded", "grader model for the RBR reward (path, hub id or 'embedded'); when it is the "
                                  "policy's own starting model the frozen reference is shared with it")
-    rbr_weights: str = _f("xstest", "RBR weights: 'xstest' (shipped, fitted on XSTest for the default spec "
-                                    "and embedded grader), 'hand' (hand-set) or a weights JSON path")
+    rbr_weights: str = _f("default", "RBR weights: 'default' (the shipped XSTest-fitted weights for a spec "
+                                     "structured as the default one, else hand-set with a warning), 'xstest', "
+                                     "'hand' (hand-set) or a weights JSON path")
     spec: Optional[str] = _f(None, "rule spec YAML (default: the shipped safety spec)")
     device: str = _f("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'")
     bf16: str = _f("auto", "bf16 autocast for model forwards: 'auto' (on CUDA and on CPUs with AMX), 'on' or 'off'")

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..grading import Grader
-from ..reward import RewardWeights, RuleBasedReward, proposition_means
+from ..reward import RewardWeights, RuleBasedReward, reward_metrics
 from .config import PPOConfig
 from .data import Prompt
 from .models import load_reward_model, reward_model_scores
@@ -40,7 +40,7 @@ class SequenceScore:
             rbr = torch.tensor([d["rbr"] for d in details], dtype=torch.float32)
             score += self.cfg.rbr_coef * rbr
             metrics["rbr"] = float(rbr.mean())
-            metrics.update(proposition_means(details))
+            metrics.update(reward_metrics(details))
         rm = None
         if self.reward_fn is not None:
             rm = torch.as_tensor(self.reward_fn([p.prompt for p in prompts], list(texts)), dtype=torch.float32)

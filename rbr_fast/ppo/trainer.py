@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import UserError
 from ..io import atomic_write_text, check_model_location, check_output_dir, dumps
 from ..ops import ppo_advantages
-from ..reward import RewardWeights
+from ..reward import load_grader, resolve_spec, resolve_weights
 from ..rules import RuleSpec
 from . import checkpoint
 from . import distributed as D
@@ -72,10 +72,10 @@ class PPOTrainer:
         for what, name in models.items():
             if name and name != "embedded":
                 check_model_location(name, f"ppo config: {what}")
-        spec = grader.spec if grader is not None else RuleSpec.load(cfg.spec) if cfg.spec else RuleSpec.default()
+        spec = grader.spec if grader is not None else resolve_spec(cfg.spec)
         weights = None
         if cfg.rbr:
-            weights = RewardWeights.named(cfg.rbr_weights, spec)
+            weights = resolve_weights(cfg.rbr_weights, spec)
             _check_types(self.train_prompts + self.eval_prompts, spec, cfg.prompts)
         check_output_dir(cfg.out_dir, "ppo config: out_dir")
 
@@ -96,11 +96,10 @@ class PPOTrainer:
         # the reference is the starting policy, frozen; the RBR grader shares it when it is the same model
         if cfg.rbr and grader is None:
             from ..grading import Grader, embedded
-            # the embedded model grades with the shipped heads (trained for the default spec)
-            heads = embedded.default_heads(spec) if cfg.grader == "embedded" else None
+            # the embedded model grades with the shipped heads (each answers its own definition)
+            heads = embedded.default_heads() if cfg.grader == "embedded" else None
             grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec, heads=heads) if cfg.grader == cfg.policy else
-                      Grader.default(device=self.device, spec=spec) if cfg.grader == "embedded" else
-                      Grader.from_pretrained(cfg.grader, device=self.device, spec=spec))
+                      load_grader(spec, cfg.grader, device=self.device))
         if cfg.rbr and cfg.grader == cfg.policy:
             self.ref = grader.model
         else:

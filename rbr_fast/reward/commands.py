@@ -128,7 +128,8 @@ def fit(a: argparse.Namespace) -> int:
     res = fit_weights(feats, rt, pairs, margins, num_types=len(spec.response_types), groups=groups,
                       val_fraction=a.val_fraction, init=hand.weights, anchor=a.anchor, seed=a.seed)
     dt = time.perf_counter() - t
-    out = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, res.weights, hand.bias)
+    out = RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, res.weights, hand.bias,
+                        hand.spec_structure)
     out.save(a.out)
     print(f"fitted on {res.train['pairs']} pairs in {dt:.2f} s: pair accuracy {res.train['pair_accuracy']:.3f}, "
           f"hinge {res.train['hinge']:.3f} (train); {res.val['pair_accuracy']:.3f}, {res.val['hinge']:.3f} "

@@ -1,40 +1,67 @@
 """``RuleBasedReward``: grader -> proposition probabilities -> features -> RBR reward (+ RM score)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
-from ..grading import Grader
+from ..grading import Grader, load_grader
 from ..ops import rbr_reward_from_props
-from ..rules import RuleSpec
+from ..rules import LOW_CONFIDENCE, RuleSpec, resolve_spec
 from .weights import RewardWeights
 
 TypeLike = Union[str, int]
 WeightsLike = Union[RewardWeights, str, Path, None]
 
-# What ``weights=None`` means for every RuleBasedReward, adapter and server: a ``RewardWeights.named``
-# name. The one place to change the drop-in reward's default.
+# What ``weights=None`` means for every RuleBasedReward, adapter, server, command and PPO run: a
+# ``RewardWeights.named`` name. The one place to change the drop-in reward's default.
 def default_weights(spec: RuleSpec) -> str:
-    """The weights the drop-in reward uses: the shipped ones fitted on XSTest (``"xstest"``) for the
-    default spec, hand-set ones (``"hand"``) for any other."""
-    return "xstest" if spec.fingerprint() == RuleSpec.default().fingerprint() else "hand"
+    """The weights the drop-in reward uses: the shipped ones fitted on XSTest (``"xstest"``) for a
+    spec with the default spec's structure (its wording may differ), hand-set ones (``"hand"``) for
+    any other."""
+    return "xstest" if spec.structure() == RuleSpec.default().structure() else "hand"
 
 
 def resolve_weights(weights: WeightsLike, spec: RuleSpec) -> RewardWeights:
     """``RewardWeights`` for ``spec`` from weights, a ``RewardWeights.named`` name ("hand", "xstest")
-    or file, or None (``default_weights``); refuses weights made for another spec."""
+    or file, or None / "default" (``default_weights``: hand-set weights, with one warning, for a
+    spec no shipped weights were fitted for). Refuses weights fitted for other propositions or
+    classes."""
     if isinstance(weights, RewardWeights):
         weights.check(spec)
         return weights
-    return RewardWeights.named(default_weights(spec) if weights is None else weights, spec)
+    if weights is None or weights == "default":
+        weights = default_weights(spec)
+        if weights == "hand":
+            warnings.warn(f"{spec.source}: no fitted reward weights for this spec's propositions and classes: "
+                          "hand-set weights (each class weighs its rank); `rbr-fast fit` fits them on ranked "
+                          "completions", stacklevel=3)
+    return RewardWeights.named(weights, spec)
 
 
 def proposition_means(details: Sequence[dict]) -> dict[str, float]:
     """``{"rbr/<proposition>": mean P(yes)}`` over a batch of ``details`` (empty for no details)."""
     names = details[0]["propositions"] if details else ()
     return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
+
+
+def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
+    """What the adapters and PPO log per batch: ``proposition_means``, plus ``rbr/zero_shot_share``
+    (share of the spec's propositions the grader answers by asking, not by a trained head or prior),
+    ``rbr/type_inferred_share`` and ``rbr/type_unsure_share`` (inferred with confidence below
+    ``LOW_CONFIDENCE``). Empty for no details."""
+    if not details:
+        return {}
+    by = details[0]["answered_by"]
+    n = len(details)
+    unsure = sum(d["response_type_source"] == "inferred" and d["response_type_confidence"] < LOW_CONFIDENCE
+                 for d in details)
+    return {**proposition_means(details),
+            "rbr/zero_shot_share": sum(a == "question" for a in by.values()) / len(by),
+            "rbr/type_inferred_share": sum(d["response_type_source"] == "inferred" for d in details) / n,
+            "rbr/type_unsure_share": unsure / n}
 
 
 class RuleBasedReward:
@@ -62,20 +89,13 @@ class RuleBasedReward:
         with ``revision``, ``token``, ``gguf_file``, ``dtype``, ``device``, ...; default: the embedded
         SmolLM2, ``Grader.default``). The spec and weights are checked before the model loads, so a
         wrong weights file fails at once."""
-        spec = RuleSpec.load(spec) if isinstance(spec, (str, Path)) else (spec or RuleSpec.default())
+        spec = resolve_spec(spec)
         w = resolve_weights(weights, spec)
-        if model:
-            grader = Grader.from_pretrained(model, spec=spec, **grader_kwargs)
-        else:
-            hub = {"revision", "token", "gguf_file"}
-            given = sorted(k for k in hub if grader_kwargs.get(k))
-            if given:
-                raise ValueError(f"{', '.join(given)} need a model (a folder or hub id); the embedded grader has none")
-            grader = Grader.default(spec=spec, **{k: v for k, v in grader_kwargs.items() if k not in hub})
-        return cls(grader, weights=w)
+        return cls(load_grader(spec, model, **grader_kwargs), weights=w)
 
     def _types(self, prompts: Sequence, response_types: Optional[Sequence[Optional[TypeLike]]], n: int):
-        """(type index per completion, rows whose type was inferred, their prompt grades or None):
+        """(type index per completion, rows whose type was inferred, their prompt grades or None,
+        their type confidence ``RuleSpec.type_confidence``):
         a None entry (or no ``response_types``) is inferred, each distinct prompt graded once; given
         types are kept whatever else is in the batch."""
         types = [None] * n if response_types is None else response_types
@@ -83,7 +103,7 @@ class RuleBasedReward:
             raise ValueError(f"response_types must be a sequence of {n} names, labels, indices or None")
         out = [None if t is None else self._type_index(t) for t in types]  # given types checked first
         missing = [i for i, t in enumerate(out) if t is None]
-        inferred = None
+        inferred, confidence = None, []
         if missing:
             if not self.spec.type_rules:
                 raise ValueError("response_types is required: give one per completion (e.g. 'hard_refuse' or "
@@ -91,7 +111,8 @@ class RuleBasedReward:
             inferred = self._infer([prompts[i] for i in missing])
             for i, t in zip(missing, self.spec.infer_types(inferred.p_yes)):
                 out[i] = self.spec.type_index(t)
-        return torch.tensor(out, dtype=torch.int64), missing, inferred
+            confidence = self.spec.type_confidence(inferred.p_yes)
+        return torch.tensor(out, dtype=torch.int64), missing, inferred, confidence
 
     def _type_index(self, t: TypeLike) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, str)):
@@ -125,7 +146,7 @@ class RuleBasedReward:
         n = len(completions)
         if len(prompts) != n:
             raise ValueError(f"got {len(prompts)} prompts but {n} completions")
-        rt, missing, inferred = self._types(prompts, response_types, n)
+        rt, missing, inferred, confidence = self._types(prompts, response_types, n)
         rm = None
         if rm_scores is not None:
             rm = torch.as_tensor(rm_scores, dtype=torch.float64).reshape(-1)
@@ -135,8 +156,9 @@ class RuleBasedReward:
         if n == 0:
             return grades, rt, torch.zeros(0), torch.zeros(0, len(self.spec.feature_names)), rm, {}
         out = rbr_reward_from_props(grades.p_yes, self._conj, self.weights.weights, rt, self.weights.bias)
-        # prompt grades of the inferred rows, by row
-        prompt_grades = {i: dict(zip(inferred.propositions, inferred.p_yes[j].tolist())) for j, i in enumerate(missing)}
+        # prompt grades and type confidence of the inferred rows, by row
+        prompt_grades = {i: (dict(zip(inferred.propositions, inferred.p_yes[j].tolist())), confidence[j])
+                         for j, i in enumerate(missing)}
         return grades, rt, out.reward, out.features, rm, prompt_grades
 
     def score(self, prompts: Sequence, completions: Sequence,
@@ -177,12 +199,15 @@ class RuleBasedReward:
                 response_types: Optional[Sequence[Optional[TypeLike]]] = None,
                 rm_scores: Optional[Sequence[float]] = None) -> list[dict]:
         """Per completion: reward, RBR part, RM score, response type (and where it came from: "given" or
-        "inferred", with the prompt propositions' probabilities), and the probability of every
-        proposition, derived proposition and class of its type (best class first)."""
+        "inferred", with the prompt propositions' probabilities and ``response_type_confidence``, the
+        probability of the inferred type; 1.0 when given), the probability of every proposition,
+        derived proposition and class of its type (best class first), and ``answered_by``: how the
+        grader answered each proposition ("head", "prior" or "question")."""
         grades, rt, reward, feats, rm, inferred = self._run(prompts, completions, response_types, rm_scores)
         names = self.spec.feature_names
         P = len(self.spec.propositions)
         types = self.spec.response_type_names
+        answered_by = {n: self.grader.answered_by[n] for n in names[:P]}
         out = []
         for i in range(len(completions)):
             t = types[int(rt[i])]
@@ -191,10 +216,12 @@ class RuleBasedReward:
                 "reward": float(reward[i]) + (float(rm[i]) if rm is not None else 0.0),
                 "rbr": float(reward[i]), "rm_score": float(rm[i]) if rm is not None else None,
                 "response_type": t, "response_type_source": "inferred" if i in inferred else "given",
-                **({"prompt_propositions": inferred[i]} if i in inferred else {}),
+                "response_type_confidence": inferred[i][1] if i in inferred else 1.0,
+                **({"prompt_propositions": inferred[i][0]} if i in inferred else {}),
                 "propositions": dict(zip(names[:P], f[:P])),
                 "answer_mass": dict(zip(grades.propositions, grades.mass[i].tolist())),
                 "derived": {n: f[j] for j, n in enumerate(names) if P <= j and "/" not in n},
                 "classes": {n.split("/", 1)[1]: f[j] for j, n in enumerate(names) if n.startswith(t + "/")},
+                "answered_by": answered_by,
             })
         return out

@@ -1,5 +1,6 @@
-"""RBR weights: one row of feature weights (and a bias) per response type, tied to the spec they
-were made for by its fingerprint, saved as JSON atomically."""
+"""RBR weights: one row of feature weights (and a bias) per response type, tied to the structure of
+the spec they were made for (``RuleSpec.structure``: its propositions, classes and rules, not their
+wording), saved as JSON atomically."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ class RewardWeights:
     response_types: list[str]
     weights: torch.Tensor  # [K, F] float32
     bias: torch.Tensor  # [K] float32
+    spec_structure: str = ""  # RuleSpec.structure() (empty in files written before it was recorded)
 
     @classmethod
     def hand_set(cls, spec: RuleSpec) -> "RewardWeights":
@@ -36,16 +38,29 @@ class RewardWeights:
         for k, t in enumerate(spec.response_types.values()):
             for c in t.classes:
                 w[k, names.index(f"{t.name}/{c.name}")] = CLASS_PRIOR[c.name]
-        return cls(spec.fingerprint(), names, spec.response_type_names, w, torch.zeros(len(spec.response_types)))
+        return cls(spec.fingerprint(), names, spec.response_type_names, w, torch.zeros(len(spec.response_types)),
+                   spec.structure())
+
+    def fits(self, spec: RuleSpec) -> bool:
+        """Whether these weights apply to ``spec``: the same propositions, derived propositions,
+        response types and classes (a reworded question or example does not matter)."""
+        same = self.spec_structure == spec.structure() if self.spec_structure else self.spec_fingerprint == spec.fingerprint()
+        return same and self.feature_names == spec.feature_names
 
     def check(self, spec: RuleSpec) -> None:
-        if self.spec_fingerprint != spec.fingerprint() or self.feature_names != spec.feature_names:
-            raise UserError(f"these weights were fitted for another rule spec (fingerprint {self.spec_fingerprint}, "
-                            f"this spec {spec.fingerprint()} from {spec.source}); refit them with `rbr-fast fit`")
+        if not self.fits(spec):
+            missing = sorted(set(spec.feature_names) - set(self.feature_names))
+            extra = sorted(set(self.feature_names) - set(spec.feature_names))
+            diff = "; ".join(x for x in (f"the spec adds {missing}" if missing else "",
+                                         f"the spec lacks {extra}" if extra else "") if x) or \
+                "other literals in its derived propositions, classes or type rules"
+            raise UserError(f"these weights were fitted for a spec with other propositions or classes ({diff}; "
+                            f"spec {spec.source}); refit them with `rbr-fast fit`, or use weights 'hand'")
 
     def save(self, path: Union[str, Path]) -> None:
         """Write JSON atomically (never half a file)."""
         doc = {"format": "rbr_fast.weights/1", "spec_fingerprint": self.spec_fingerprint,
+               "spec_structure": self.spec_structure,
                "feature_names": self.feature_names, "response_types": self.response_types,
                "weights": {t: dict(zip(self.feature_names, self.weights[k].tolist()))
                            for k, t in enumerate(self.response_types)},
@@ -75,7 +90,7 @@ class RewardWeights:
             rows = [[_finite(doc["weights"][t][n], path, f"weights.{t}.{n}") for n in names] for t in types]
             bias = [_finite(doc["bias"][t], path, f"bias.{t}") for t in types]
             out = cls(doc["spec_fingerprint"], names, types, torch.tensor(rows, dtype=torch.float32),
-                      torch.tensor(bias, dtype=torch.float32))
+                      torch.tensor(bias, dtype=torch.float32), str(doc.get("spec_structure", "")))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise UserError(f"{path}: not a readable rbr_fast weights file ({type(e).__name__}: {e})") from None
         try:

@@ -49,8 +49,7 @@ def honest_grades(grader, items: Sequence[XSTestItem], cache_root: Path, grades_
     spec = grader.spec
     names = spec.proposition_names
     convs, comps = [it.prompt for it in items], [it.completion for it in items]
-    asked = [n for n in names if grader.heads is None or (n not in grader.heads.heads and not
-                                                          (grader.priors and n in grader.heads.priors))]
+    asked = [n for n in names if grader.answered_by[n] == "question"]
     base = torch.zeros(len(items), len(names))
     if asked:  # the question path learns nothing: the same answers in every rotation (cached)
         g = grade_cached(grader, [it.key for it in items], convs, comps, grades_cache)
@@ -68,7 +67,7 @@ def honest_grades(grader, items: Sequence[XSTestItem], cache_root: Path, grades_
         for n in names:
             j = names.index(n)
             if n in res.heads.heads:
-                p[idx_rows, j] = res.oof[len(gold):, res.names.index(n)].float()
+                p[idx_rows, j] = res.oof[len(gold):len(gold) + len(idx_rows), res.names.index(n)].float()
             elif grader.priors and n in res.heads.priors:
                 p[:, j] = res.heads.priors[n]
         if held:
@@ -82,7 +81,7 @@ def honest_grades(grader, items: Sequence[XSTestItem], cache_root: Path, grades_
     log("heads for all items, out of fold by prompt (request questions, shipped weights):")
     full = train(grader, gold + rows, cache_root, rec, log=log)
     everything = fill(full, list(range(len(items))), [])
-    request = full.oof[len(gold):, [full.names.index(n) for n in spec.prompt_propositions]].float()
+    request = full.oof[len(gold):len(gold) + len(rows), [full.names.index(n) for n in spec.prompt_propositions]].float()
     by_set = {}
     for m in MODELS:
         keep = [i for i, it in enumerate(items) if it.model != m]
@@ -168,7 +167,8 @@ def shipped_weights(spec, items: Sequence[XSTestItem], p: torch.Tensor) -> tuple
     feats = rbr_reward_from_props(p, spec.conjunctions(), hand.weights, rt, hand.bias).features
     pairs, _ = xstest.pairs(items)
     fit = fit_weights(feats, rt, pairs, num_types=len(spec.response_types), init=hand.weights, anchor=ANCHOR)
-    return RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, fit.weights, hand.bias), fit.train
+    return (RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, fit.weights, hand.bias,
+                          hand.spec_structure), fit.train)
 
 
 def table(report: dict) -> str:

@@ -34,6 +34,9 @@ from ..io import read_text, yaml_error
 QUALITY_ORDER = ("ideal", "minimum_acceptable_style", "unacceptable_completion", "illogical_completion",
                  "disallowed_completion")
 DEFAULT_SPEC = Path(__file__).with_name("default_spec.yaml")
+# An inferred response type with a lower ``RuleSpec.type_confidence`` counts as unsure (logged by the
+# reward's metrics, reported by eval-grader): the items worth giving a response type for.
+LOW_CONFIDENCE = 0.7
 
 
 class SpecError(UserError):
@@ -60,6 +63,15 @@ class Proposition:
     name: str
     question: str
     examples: tuple[Example, ...] = ()
+
+    def definition(self) -> list:
+        """What the proposition means to a grader: its question and examples."""
+        return [self.question, [[e.completion, e.answer] for e in self.examples]]
+
+    def fingerprint(self) -> str:
+        """A hash of the name and ``definition``: a trained head answers a proposition only while
+        this matches the one it was trained for (rewording the question or an example changes it)."""
+        return _hash([self.name, self.definition()])
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,25 @@ class RuleSpec:
                             if all((val[x.name] if x.positive else 1 - val[x.name]) >= 0.5 for x in lits)))
         return out
 
+    def type_confidence(self, prompt_probs) -> list[float]:
+        """Per row, the probability of the type ``infer_types`` picks: each rule decides with the
+        probability that its literals hold and no rule before it holds (the propositions taken as
+        independent), and a type's probability sums over the rules naming it."""
+        import torch
+        p = torch.as_tensor(prompt_probs, dtype=torch.float64)
+        names = list(self.prompt_propositions)
+        left = torch.ones(p.shape[0], dtype=torch.float64)  # P(no earlier rule holds)
+        by_type = {t: torch.zeros_like(left) for t, _ in self.type_rules}
+        for t, lits in self.type_rules:
+            holds = torch.ones_like(left)
+            for x in lits:
+                q = p[:, names.index(x.name)]
+                holds = holds * (q if x.positive else 1 - q)
+            by_type[t] += left * holds
+            left = left * (1 - holds)
+        picked = self.infer_types(p)
+        return [float(by_type[t][i]) for i, t in enumerate(picked)]
+
     def type_labels(self, response_type: str) -> dict[str, bool]:
         """Prompt-proposition values implied by a prompt's known response type under the type rules:
         the literals of the first rule naming the type hold, and each one-literal rule before it
@@ -220,19 +251,29 @@ class RuleSpec:
         return {}
 
     def fingerprint(self) -> str:
-        """A hash of everything the spec asks and derives (names, literals, questions, examples,
-        prompt rules): weights fitted for one spec are refused for another."""
-        import hashlib
-        import json
-        doc = {"propositions": {n: [p.question, [[e.completion, e.answer] for e in p.examples]]
-                                for n, p in self.propositions.items()},
-               "derived": {n: [str(x) for x in lits] for n, lits in self.derived.items()},
-               "types": {n: [t.label, [[c.name, [str(x) for x in c.literals]] for c in t.classes]]
-                         for n, t in self.response_types.items()},
-               "prompt_propositions": {n: [p.question, [[e.completion, e.answer] for e in p.examples]]
-                                       for n, p in self.prompt_propositions.items()},
-               "type_rules": [[t, [str(x) for x in lits]] for t, lits in self.type_rules]}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of everything the spec asks and derives (``structure`` and every proposition's
+        question and examples): grade caches made for one spec are not reused for another."""
+        doc = {**self._structure(), "propositions": {n: p.definition() for n, p in self.propositions.items()},
+               "prompt_propositions": {n: p.definition() for n, p in self.prompt_propositions.items()}}
+        return _hash(doc)
+
+    def structure(self) -> str:
+        """A hash of the spec without its wording: proposition and prompt-proposition names, derived
+        literals, response types, labels and classes, type rules. Reward weights fitted for one spec
+        apply to another with the same structure (a reworded question keeps it)."""
+        return _hash(self._structure())
+
+    def _structure(self) -> dict:
+        return {"propositions": list(self.propositions),
+                "derived": {n: [str(x) for x in lits] for n, lits in self.derived.items()},
+                "types": {n: [t.label, [[c.name, [str(x) for x in c.literals]] for c in t.classes]]
+                          for n, t in self.response_types.items()},
+                "prompt_propositions": list(self.prompt_propositions),
+                "type_rules": [[t, [str(x) for x in lits]] for t, lits in self.type_rules]}
+
+    def definitions(self) -> dict[str, str]:
+        """``Proposition.fingerprint`` of every proposition and prompt proposition, by name."""
+        return {n: p.fingerprint() for n, p in {**self.propositions, **self.prompt_propositions}.items()}
 
     def classify(self, response_type: str, values: dict[str, bool]) -> Optional[str]:
         """The best class of ``response_type`` whose literals all hold, or None."""
@@ -240,6 +281,17 @@ class RuleSpec:
             if all(self.evaluate(x, values) for x in c.literals):
                 return c.name
         return None
+
+
+def resolve_spec(spec: Union[RuleSpec, str, Path, None]) -> RuleSpec:
+    """A ``RuleSpec`` from a spec, a YAML path, or None (the shipped default spec)."""
+    return RuleSpec.load(spec) if isinstance(spec, (str, Path)) else (spec or RuleSpec.default())
+
+
+def _hash(doc) -> str:
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -120,7 +120,7 @@ test -s ppo/metrics.jsonl
 ok "rbr-fast ppo wrote ppo/metrics.jsonl"
 "$bin/python" -c 'from rbr_fast.grading import embedded; from rbr_fast.grading.heads import PropositionHeads
 from rbr_fast.reward import RewardWeights; from rbr_fast.rules import RuleSpec; spec = RuleSpec.default()
-h = PropositionHeads.load(embedded.default_heads(spec)); RewardWeights.named("xstest", spec)
+h = PropositionHeads.load(embedded.default_heads()); RewardWeights.named("xstest", spec)
 print(f"{len(h.heads)} heads, {len(h.priors)} priors")' > heads.txt
 ok "the shipped grader heads and XSTest weights load from the wheel: $(cat heads.txt)"
 

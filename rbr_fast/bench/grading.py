@@ -7,7 +7,7 @@ the completions are a seeded sample of the RBR gold set. Importing this module r
   (both see the same ids, so they agree to summation order). Skipped when the model is missing.
 - ``grader-tiny``: the same on a tiny random llama (the tests' model), a CI-sized check.
 - ``grader-heads``: trained-head grading (the shipped heads: one pass over the transcript, stopped
-  at the heads' layer; priors for the rare propositions) against the packed question layout, on
+  at the heads' layer) against the packed question layout, on
   SmolLM2 in float32. Different methods, so their answers are not compared (``same_output=False``);
   accuracy is ``rbr-fast eval-grader``'s. ``grader-heads-tiny``: the same path with random heads.
 

@@ -309,7 +309,7 @@ def register(sub) -> None:
     t.add_argument("--layers", help="comma-separated decoder layers to choose from (default: ~0.7 of the depth)")
     t.add_argument("--l2", type=_floats, default=(0.3,), help="comma-separated L2 strengths to choose from, heads of "
                                                               "questions about the reply")
-    t.add_argument("--request-l2", type=_floats, default=(1.0,), help="the same for questions about the request")
+    t.add_argument("--request-l2", type=_floats, default=(0.3,), help="the same for questions about the request")
     t.add_argument("--kinds", type=_kinds, default=("linear",), help="linear and/or mlp")
     t.add_argument("--folds", type=number(int, 2), default=5)
     t.add_argument("--min-positives", type=number(int, 1), default=10,

@@ -382,9 +382,8 @@ class Grader:
         questions about it, that is the same pass."""
         names = q.names(propositions, self.spec.source)
         heads = self.heads
-        headed = [n for n in names if self.answered_by[n] == "head"]
-        prior = [n for n in names if self.answered_by[n] == "prior"]
-        asked = [n for n in names if self.answered_by[n] == "question"]
+        by = self.answered_by
+        headed, prior, asked = ([n for n in names if by[n] == how] for how in ("head", "prior", "question"))
         N = len(completions)
         p_yes = torch.empty(N, len(names), dtype=torch.float32)
         mass = torch.ones(N, len(names), dtype=torch.float32)

@@ -11,7 +11,7 @@ The default ``recipe`` was picked by measurement on the gold set (README, "Train
 linear head over layer 21 of 30 (of SmolLM2-135M; about 2/3 of the depth), reading the reply's mean
 state, its element-wise max and the mean of its opening tokens (L2 0.3 per standardised input); for
 questions about the request the same three poolings of the conversation's last turn, read from the
-conversation alone (L2 1.0; the request heads' recipe was picked on prompts held out across sets,
+conversation alone (L2 0.3; the request heads' recipe was picked on prompts held out across sets,
 ``request_types.cross_set``).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Recipe:
 
 
 def recipe(layers: Sequence[int], l2: Sequence[float] = (0.3,), kinds: Sequence[str] = ("linear",),
-           request_l2: Sequence[float] = (1.0,)) -> Recipe:
+           request_l2: Sequence[float] = (0.3,)) -> Recipe:
     """Candidates: every (layer, L2, kind), reading that layer's ``REPLY_POOLINGS`` with ``l2``
     (questions about the reply) or ``REQUEST_POOLINGS`` with ``request_l2`` (questions about the
     request, on the conversation alone)."""

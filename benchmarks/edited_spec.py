@@ -40,7 +40,7 @@ def main() -> None:
     assert EDIT[0] in text
     edited = RuleSpec.from_yaml(text.replace(*EDIT), "edited_spec.yaml")
     gold = read_labelled(data.gold(), spec, "gold")
-    held = [r for r in gold if half_of(r) == 0]
+    held = [r for r in gold if half(r.group) == 0]
     held_keys = {r.key for r in held}
     heldconv = {r.group.split(":", 1)[1] for r in held}
     pool = [r for r in default_rows(spec) if r.key not in held_keys and r.group.split(":", 1)[1] not in heldconv]
@@ -71,12 +71,6 @@ def main() -> None:
           f"edited {mean['edited']:.3f} (loss {mean['default'] - mean['edited']:.3f})")
     (out / "edited_spec.json").write_text(json.dumps({"scores": scores, "answered_by": by, "untouched_mean": mean},
                                                      indent=1))
-
-
-def half_of(row) -> int:
-    """The same fixed split of gold conversations as the type-inference evaluation."""
-    from rbr_fast.grading.labelled import PromptRow
-    return half(PromptRow(row, "", "gold"))
 
 
 if __name__ == "__main__":

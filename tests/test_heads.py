@@ -285,7 +285,7 @@ def test_type_scores_and_prompt_sets():
     assert len(by["xstest"]) == 450 and len(by["written"]) == 423 and len(by["gold"]) > 300
     assert all(r.row.completion is None for r in rows)
     assert {r.response_type for r in by["written"]} == {"comply", "hard_refuse", "safe_refuse_2"}
-    halves = [half(r) for r in by["gold"]]
+    halves = [half(r.row.group) for r in by["gold"]]
     assert 0.35 < sum(halves) / len(halves) < 0.65
 
 

@@ -9,7 +9,7 @@ opens: "I cannot ... However, here is ..." is a partial refusal, however helpful
 For a conversation alone (no reply: what the request heads read, ``Grader.grade_prompts``) the
 reply poolings cover its last turn, the request itself: in a long conversation the conversation's
 mean dilutes the request that decides the response type (measured: refuse-vs-comply on held-out
-gold prompts 0.70 from the conversation's mean and last token, 0.78 from the last turn's poolings).
+gold prompts 0.72 from the conversation's mean and last token, 0.78 from the last turn's poolings).
 
 Layers are numbered 1..L (the output of decoder layer ``l - 1``); capturing stops the forward pass
 after the deepest layer needed unless the caller also needs the final hidden state (the question

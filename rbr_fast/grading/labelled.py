@@ -112,9 +112,9 @@ def _row(spec: RuleSpec, conversation, type_label: str, source: str) -> Optional
         name = spec.response_type(type_label).name
     except KeyError:
         return None
-    labels = {k: float(v) for k, v in spec.type_labels(name).items()} if spec.type_rules else {}
     key = content_key(conversation, None)
-    return PromptRow(LabelledRow(conversation, None, labels, f"{source}:{key[:16]}", source), name, source)
+    return PromptRow(LabelledRow(conversation, None, _type_labels(spec, name), f"{source}:{key[:16]}", source), name,
+                     source)
 
 
 def prompt_rows(spec: RuleSpec, sources: Sequence[str] = ("xstest", "gold", "written")) -> list[PromptRow]:
@@ -155,9 +155,9 @@ def default_rows(spec: Optional[RuleSpec] = None) -> list[LabelledRow]:
     """The shipped training data: replies of the RBR gold set, the three XSTest completion sets and
     the rows written for the rare propositions (``data/written``), labelled for the propositions;
     the distinct prompts of ``prompt_rows`` (no completion), labelled for the prompt propositions.
-    Its labels were made for the default
-    spec's definitions: for another ``spec`` only the labels of propositions with the same
-    definition (``Proposition.fingerprint``) are kept, and rows left without a label are dropped."""
+    Its labels were made for the default spec's definitions: for another ``spec`` only the labels
+    of propositions with the same definition (``Proposition.fingerprint``) are kept, and rows left
+    without a label are dropped."""
     spec = spec or RuleSpec.default()
     replies = read_labelled(data.gold(), spec, "gold") + xstest_rows(spec) + read_labelled(data.written_rare(), spec,
                                                                                            "written")

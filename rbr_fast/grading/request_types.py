@@ -13,21 +13,14 @@ import hashlib
 import math
 from typing import Callable, Sequence
 
-import torch
-
-from ..rules import RuleSpec
 from .feature_cache import FeatureCache
 from .labelled import LabelledRow, PromptRow, prompt_rows
 
 
-def half(row: PromptRow) -> int:
-    """0 or 1: a fixed split of a set's prompts by the hash of the conversation."""
-    return hashlib.sha1(row.row.group.encode()).digest()[0] & 1
-
-
-def inferred(spec: RuleSpec, p: torch.Tensor) -> tuple[list[str], list[float]]:
-    """(types, confidences) of ``[N, Q]`` prompt-proposition probabilities."""
-    return spec.infer_types(p), spec.type_confidence(p)
+def half(group: str) -> int:
+    """0 or 1: a fixed split of a set's rows by their cross-validation group (the conversation's
+    hash for prompt rows and ``read_labelled`` rows alike)."""
+    return hashlib.sha1(group.encode()).digest()[0] & 1
 
 
 def type_scores(truth: Sequence[str], types: Sequence[str], confidence: Sequence[float],
@@ -53,7 +46,7 @@ def cross_set(grader, cache_root, fit: Callable[[list[LabelledRow]], object], lo
     spec = grader.spec
     names = list(spec.prompt_propositions)
     rows = prompt_rows(spec, sorted(set(sources) | {"xstest", "gold"}))
-    splits = {f"gold half {h}": [r for r in rows if r.source == "gold" and half(r) == h] for h in (0, 1)}
+    splits = {f"gold half {h}": [r for r in rows if r.source == "gold" and half(r.row.group) == h] for h in (0, 1)}
     splits["xstest"] = [r for r in rows if r.source == "xstest"]
     out = {}
     for what, held in splits.items():
@@ -66,8 +59,7 @@ def cross_set(grader, cache_root, fit: Callable[[list[LabelledRow]], object], lo
         feats = FeatureCache(cache_root, grader, heads.layers).get([r.row.conversation for r in held],
                                                                    [None] * len(held))
         p = heads.predict(feats, names)
-        types, conf = inferred(spec, p)
-        out[what] = type_scores([r.response_type for r in held], types, conf, low)
+        out[what] = type_scores([r.response_type for r in held], spec.infer_types(p), spec.type_confidence(p), low)
     return out
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any, Optional
 
 from ..grading.prompts import transcript_parts
+from ..reward import zero_shot_share
 from ..rules import RuleSpec
 
 
@@ -57,7 +58,6 @@ def sample_logs(detail: dict) -> dict[str, float]:
     (``rbr/<proposition>``), how sure the response type is (``rbr/type_confidence``, 1.0 when given)
     and the share of propositions the grader answered zero-shot (``rbr/zero_shot_share``). The same
     keys for every item of a spec."""
-    by = detail["answered_by"]
     return {**{f"rbr/{k}": v for k, v in detail["propositions"].items()},
             "rbr/type_confidence": detail["response_type_confidence"],
-            "rbr/zero_shot_share": sum(a == "question" for a in by.values()) / len(by)}
+            "rbr/zero_shot_share": zero_shot_share(detail)}

@@ -47,6 +47,13 @@ def proposition_means(details: Sequence[dict]) -> dict[str, float]:
     return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
 
 
+def zero_shot_share(detail: dict) -> float:
+    """Share of the spec's propositions the grader answered by asking (``details()["answered_by"]``),
+    not by a trained head or prior."""
+    by = detail["answered_by"]
+    return sum(a == "question" for a in by.values()) / len(by)
+
+
 def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
     """What the adapters and PPO log per batch: ``proposition_means``, plus ``rbr/zero_shot_share``
     (share of the spec's propositions the grader answers by asking, not by a trained head or prior),
@@ -54,12 +61,11 @@ def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
     ``LOW_CONFIDENCE``). Empty for no details."""
     if not details:
         return {}
-    by = details[0]["answered_by"]
     n = len(details)
     unsure = sum(d["response_type_source"] == "inferred" and d["response_type_confidence"] < LOW_CONFIDENCE
                  for d in details)
     return {**proposition_means(details),
-            "rbr/zero_shot_share": sum(a == "question" for a in by.values()) / len(by),
+            "rbr/zero_shot_share": zero_shot_share(details[0]),
             "rbr/type_inferred_share": sum(d["response_type_source"] == "inferred" for d in details) / n,
             "rbr/type_unsure_share": unsure / n}
 

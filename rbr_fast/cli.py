@@ -135,7 +135,8 @@ def _serve(a: argparse.Namespace) -> int:
                         a.body_timeout).check(as_options=True)
     except ValueError as e:
         raise UserError(str(e)) from None
-    reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device)
+    reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device,
+                        grader_url=a.grader_url)
     sock = listen(a.host, a.port)
     try:
         if a.ray:
@@ -195,7 +196,9 @@ def _parser() -> tuple[ArgumentParser, dict]:
     v.add_argument("--token", default=os.environ.get("RBR_FAST_TOKEN") or None,
                    help="require 'Authorization: Bearer TOKEN' or '?token=TOKEN' (default: $RBR_FAST_TOKEN, none "
                         "when unset)")
-    v.add_argument("--model", help="grader model folder or hub id (default: the embedded SmolLM2)")
+    v.add_argument("--model", help="grader model folder or hub id, or a served grader's URL (http://HOST:PORT/v1"
+                                   "#model=NAME; see `rbr-fast grade --help`) (default: the embedded SmolLM2)")
+    v.add_argument("--grader-url", help="a served grader that answers the propositions without a trained head")
     v.add_argument("--weights", help="'hand', 'xstest' or a weights JSON (default: fitted on XSTest for the default spec, else hand-set)")
     v.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
     v.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")

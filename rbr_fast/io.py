@@ -91,6 +91,8 @@ def check_model_location(name: str, what: str) -> None:
     """A model named by a local path must be an existing folder: transformers would take a missing
     one for a hub id and answer with a repo-id error. ``org/name`` that is not on disk is left to
     the hub."""
+    if name.startswith(("http://", "https://")):
+        return  # a served grader (``grading.served``): checked when it connects
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

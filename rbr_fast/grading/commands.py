@@ -16,7 +16,7 @@ from ..io import atomic_write_text, check_model_location, check_output_dir, chec
 from ..rules import LOW_CONFIDENCE, RuleSpec, resolve_spec
 from . import evaluate, request_types
 from .feature_cache import FeatureCache
-from .grader import Grader, Grades, load_grader, resolve_dtype
+from .grader import Grader, Grades, load_grader, resolve_dtype, served_grader_url
 from .labelled import LabelledRow, default_rows, read_labelled
 from .train import default_layer, recipe, teacher_labels, train
 
@@ -30,7 +30,11 @@ def _dtype(name: str) -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="transformers model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="transformers model folder or hub id, or a served grader's OpenAI-compatible URL "
+                                   "(http://HOST:PORT/v1, options after '#': #model=NAME&tokenizer=PATH&concurrency=N) "
+                                   "(default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--grader-url", help="a served grader (URL as for --model) that answers the propositions without "
+                                        "a trained head, and those the spec routes to it (answered_by: served)")
     p.add_argument("--gguf-file", help="GGUF file name inside --model")
     p.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
     p.add_argument("--dtype", type=_dtype, default="auto",
@@ -72,7 +76,8 @@ def grader_from_args(a: argparse.Namespace, spec: Optional[RuleSpec] = None) -> 
         kw["heads"] = a.heads
     if not a.model:
         kw["trained"] = not a.zero_shot
-    return load_grader(spec, a.model, gguf_file=a.gguf_file, dtype=a.dtype, device=a.device, **kw)
+    return load_grader(spec, a.model, gguf_file=a.gguf_file, dtype=a.dtype, device=a.device,
+                       grader_url=a.grader_url, **kw)
 
 
 def _propositions(a: argparse.Namespace, spec: RuleSpec) -> Optional[list[str]]:
@@ -235,6 +240,9 @@ def train_grader(a: argparse.Namespace) -> int:
     if not rows:
         raise UserError("no training rows: give --data FILE (the shipped data labels only the default spec's "
                         "definitions, and this spec shares none)")
+    if a.grader_url or served_grader_url(a.model):
+        raise UserError("train-grader trains heads over a local model's hidden states: --model must be local and "
+                        "--grader-url does not apply (a served model distils through --teacher URL)")
     if a.teacher and not a.teacher.endswith(".safetensors"):
         check_model_location(a.teacher, "--teacher")
     elif a.teacher and not Path(a.teacher).is_file():
@@ -273,7 +281,10 @@ def train_grader(a: argparse.Namespace) -> int:
 
 
 def _teacher(a: argparse.Namespace, student: Grader, spec: RuleSpec) -> Grader:
-    """A heads file: the student's model with those heads; else a causal LM asked zero-shot."""
+    """A heads file: the student's model with those heads; a URL: a served model asked zero-shot
+    (``Grader.from_server``); else a causal LM asked zero-shot."""
+    if served_grader_url(a.teacher):
+        return load_grader(spec, a.teacher, max_length=a.max_length)
     if a.teacher.endswith(".safetensors"):
         return Grader(student.model, student.tokenizer, spec, token_budget=a.token_budget,
                       max_length=a.max_length, heads=a.teacher)
@@ -301,7 +312,8 @@ def register(sub) -> None:
                                                    "shipped training data when the spec is the default")
     t.add_argument("--no-shipped-data", action="store_true", help="train on --data only")
     t.add_argument("--teacher", help="a grader whose P(yes) labels what people did not: a causal LM (folder or hub "
-                                     "id, asked zero-shot) or a heads .safetensors for --model")
+                                     "id, asked zero-shot), a served model's URL (as for --model; asked zero-shot, "
+                                     "its grades cached) or a heads .safetensors for --model")
     t.add_argument("--teacher-gguf-file", help="GGUF file name inside --teacher")
     t.add_argument("--out", default="heads.safetensors", help="heads file to write")
     t.add_argument("--report-dir", default="grader_train", help="report.json and reliability.png go here")

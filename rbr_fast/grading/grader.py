@@ -7,17 +7,18 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from ..ops import fused_linear_yes_no
-from ..rules import RuleSpec
+from ..rules import ANSWERED_BY, RuleSpec
 from . import embedded
 from .features import OPENING, POOLINGS, capture, pool, pooled_features
 from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
+from .served import ServedClient, ServedGraderError
 
 # Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -100,11 +101,53 @@ def _warn_unheaded(heads: PropositionHeads, why_not: dict[str, str], priors: Seq
         warnings.warn(f"grader heads {heads.source}: " + "; ".join(parts), stacklevel=3)
 
 
-def load_grader(spec: RuleSpec, model: Optional[str] = None, **grader_kwargs) -> Grader:
+_SERVED_OPTIONS = ("model", "tokenizer", "top_k", "concurrency", "timeout_s", "retries", "deadline_s", "max_length")
+
+
+def served_grader_url(model) -> Optional[tuple[str, dict]]:
+    """(base URL, options) when ``model`` names a served grader: an http(s) URL, with options after
+    ``#`` (never sent to the server), e.g. ``http://127.0.0.1:8000/v1#model=llama-8b&concurrency=16``;
+    None for anything else."""
+    if not isinstance(model, str) or not model.startswith(("http://", "https://")):
+        return None
+    from urllib.parse import parse_qsl
+    url, _, fragment = model.partition("#")
+    opts = dict(parse_qsl(fragment, keep_blank_values=True))
+    unknown = sorted(set(opts) - set(_SERVED_OPTIONS))
+    if unknown:
+        raise ServedGraderError(f"unknown served-grader option(s) {unknown} in {model!r}; known: {list(_SERVED_OPTIONS)}")
+    for k in ("top_k", "concurrency", "retries", "max_length"):
+        if k in opts:
+            opts[k] = _parse(int, k, opts[k], model)
+    for k in ("timeout_s", "deadline_s"):
+        if k in opts:
+            opts[k] = _parse(float, k, opts[k], model)
+    return url, opts
+
+
+def _parse(kind, key, value, where):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ServedGraderError(f"{key}={value!r} in {where!r} is not a{'n int' if kind is int else ' number'}") from None
+
+
+def load_grader(spec: RuleSpec, model: Optional[str] = None, *, grader_url: Optional[str] = None,
+                **grader_kwargs) -> Grader:
     """The grader every reward, adapter, server, command and PPO run loads: ``model`` through
     ``Grader.from_pretrained`` (a folder or hub id, with ``revision``, ``token``, ``gguf_file``,
-    ``heads``, ...), else the embedded SmolLM2 with its shipped heads (``Grader.default``;
-    ``trained=False`` asks every question)."""
+    ``heads``, ...), a served grader when ``model`` is an http(s) URL (``served_grader_url``;
+    ``Grader.from_server``), else the embedded SmolLM2 with its shipped heads (``Grader.default``;
+    ``trained=False`` asks every question). ``grader_url`` (a URL in the same form) adds a served
+    model to a local grader: it answers what the heads do not (and what the spec routes to it)."""
+    served = served_grader_url(model)
+    if served is not None:
+        if grader_url is not None:
+            raise ValueError("grader_url adds a served model to a local grader; the grader here is served already")
+        url, opts = served
+        return Grader.from_server(url, spec=spec, **{**opts, **grader_kwargs})
+    if grader_url is not None:
+        grader_kwargs["served"] = grader_url
     if model and model != "embedded":
         return Grader.from_pretrained(model, spec=spec, **grader_kwargs)
     hub = {"revision", "token", "gguf_file"}
@@ -112,6 +155,29 @@ def load_grader(spec: RuleSpec, model: Optional[str] = None, **grader_kwargs) ->
     if given:
         raise ValueError(f"{', '.join(given)} need a model (a folder or hub id); the embedded grader has none")
     return Grader.default(spec=spec, **{k: v for k, v in grader_kwargs.items() if k not in hub})
+
+
+def _spellings(tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text of each token, as a server lists it among the top log-probs."""
+    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+
+
+def _served_tokenizer(tokenizer, model: str):
+    """The served model's tokenizer (for its chat template and yes/no spellings): a tokenizer,
+    ``"embedded"``, a local folder or hub id; by default the embedded one when the server serves
+    the embedded GGUF, else ``model`` read as a folder or hub id."""
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    if tokenizer is None and Path(model).name == embedded.GGUF_FILE:
+        tokenizer = "embedded"
+    from transformers import AutoTokenizer
+    if tokenizer == "embedded":
+        return AutoTokenizer.from_pretrained(embedded.path())
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer or model))
+    except (OSError, ValueError) as e:
+        raise ServedGraderError(f"cannot load the tokenizer of served model {model!r} ({type(e).__name__}); "
+                                "give its local folder or hub id with tokenizer=") from None
 
 
 def _default_device(device) -> torch.device:
@@ -138,11 +204,29 @@ class Grader:
             train a head) with that constant base rate, instead of asking them: asking even a few
             questions needs every layer and the question tokens (about half the speed), for answers
             that a small zero-shot grader gives at chance level.
+        served: a served grader (``Grader.from_server``, or its URL in ``served_grader_url``'s form)
+            that answers, instead of this model's question path, every proposition with no head
+            or prior, and those routed to it.
+        route: ``{proposition: "head" | "prior" | "question" | "served"}``, pinning how each named
+            proposition is answered (over the spec's own ``answered_by`` keys); see ``answered_by``.
+        client: a ``ServedClient``: this grader has no model and asks every question of the
+            server (what ``from_server`` builds; ``model`` is then None and ``tokenizer`` the
+            served model's).
     """
 
     def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: int = 8192,
                  max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
-                 heads: Union[PropositionHeads, str, Path, None] = None, priors: bool = True):
+                 heads: Union[PropositionHeads, str, Path, None] = None, priors: bool = True,
+                 served: Union["Grader", str, None] = None, route: Optional[Mapping[str, str]] = None,
+                 client: Optional[ServedClient] = None):
+        if (model is None) == (client is None):
+            raise ValueError("a Grader takes a model, or (Grader.from_server) a served client, not both or neither")
+        if client is not None:
+            self._init_prompts(None, tokenizer, spec, few_shot, token_budget, max_length or 4096, progress)
+            self.client, self.served, self.heads, self.priors, self._answers = client, None, None, priors, {}
+            client.yes, client.no = (frozenset(_spellings(tokenizer, ids)) for ids in (self.yes_ids, self.no_ids))
+            self._route = self._pinned(route)
+            return
         for attr in _LOGIT_TRANSFORMS:
             if getattr(model.config, attr, None) not in (None, 1, 1.0):
                 raise NotImplementedError(f"the grader reads logits as hidden @ lm_head.T; this model's config sets "
@@ -153,9 +237,42 @@ class Grader:
             # the scores and flash-attention cannot take it, so both would grade wrongly
             raise ValueError(f"the grader needs attn_implementation='sdpa' (the model uses {attn!r}); load it with "
                              "attn_implementation='sdpa' or call model.set_attn_implementation('sdpa')")
+        limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        # a sliding-window model attends only that far back; the tree mask does not encode the
+        # window, so prompts are kept within it
+        window = getattr(model.config, "sliding_window", None)
+        if window:
+            limit = min(limit, window)
+        self.model = model.eval()
+        self._init_prompts(model, tokenizer, spec, few_shot, token_budget, min(max_length or limit, limit), progress)
+        self.client = None
+        self.served: Optional[Grader] = None
+        if served is not None:
+            if not isinstance(served, Grader) and served_grader_url(served) is None:
+                raise ServedGraderError(f"served must be a served grader or its http(s) URL, got {served!r}")
+            self.served = served if isinstance(served, Grader) else load_grader(self.spec, served)
+            if self.served.client is None or self.served.spec.fingerprint() != self.spec.fingerprint():
+                raise ValueError("served must be a served grader (Grader.from_server or its URL) of the same spec")
+        self.heads: Optional[PropositionHeads] = None
+        self.priors = priors
+        self._answers: dict[str, str] = {}  # what the heads file answers: name -> "head" / "prior"
+        why_not: dict[str, str] = {}
+        if heads is not None:
+            heads = heads if isinstance(heads, PropositionHeads) else PropositionHeads.load(heads)
+            heads.check(self)
+            self.heads = heads
+            self._answers, why_not = heads.answerable(self.spec)
+        self._route = self._pinned(route)
+        if heads is not None:
+            by = self.answered_by
+            _warn_unheaded(heads, {n: w for n, w in why_not.items() if by.get(n) == "question"},
+                           [n for n, a in by.items() if a == "prior"])
+
+    def _init_prompts(self, model, tokenizer, spec, few_shot, token_budget, max_length, progress) -> None:
+        """What the in-process and the served question paths share: the spec, prompt layouts, limits."""
         if not isinstance(token_budget, int) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive int, got {token_budget!r}")
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
         self.spec = spec or RuleSpec.default()
         self._reply = _Questions(tokenizer, self.spec.propositions, few_shot, INSTRUCTIONS, "proposition")
@@ -163,36 +280,49 @@ class Grader:
                                    "prompt proposition")
         self.layout = self._reply.layout
         self.token_budget = token_budget
-        limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
-        # a sliding-window model attends only that far back; the tree mask does not encode the
-        # window, so prompts are kept within it
-        window = getattr(model.config, "sliding_window", None)
-        if window:
-            limit = min(limit, window)
-        self.max_length = min(max_length or limit, limit)
+        self.max_length = max_length
         self.progress = progress
         self.truncated = 0  # prompts cut from the left so far
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         self._lock = threading.Lock()  # capture hooks live on the shared model: one pass at a time
-        self.heads: Optional[PropositionHeads] = None
-        self.priors = priors
-        self._answers: dict[str, str] = {}  # what the heads file answers: name -> "head" / "prior"
-        if heads is not None:
-            heads = heads if isinstance(heads, PropositionHeads) else PropositionHeads.load(heads)
-            heads.check(self)
-            self.heads = heads
-            self._answers, why_not = heads.answerable(self.spec)
-            _warn_unheaded(heads, why_not, [n for n, a in self.answered_by.items() if a == "prior"])
+
+    def _pinned(self, route: Optional[Mapping[str, str]]) -> dict[str, str]:
+        """The spec's ``answered_by`` keys, overridden by ``route``, each checked against what this
+        grader has (a head or prior for that exact definition, a model, a served grader)."""
+        props = {**self.spec.propositions, **self.spec.prompt_propositions}
+        pinned = {n: p.answered_by for n, p in props.items() if p.answered_by}
+        for n, how in (route or {}).items():
+            if n not in props:
+                raise KeyError(f"route names unknown proposition {n!r}; the spec ({self.spec.source}) has {list(props)}")
+            if how not in ANSWERED_BY:
+                raise ValueError(f"route[{n!r}] must be one of {ANSWERED_BY}, got {how!r}")
+            pinned[n] = how
+        have = {"served": self.client is not None or self.served is not None, "question": self.model is not None}
+        for n, how in pinned.items():
+            if how in ("head", "prior") and self._answers.get(n) != how:
+                raise ValueError(f"{n} is routed to a {how}, but the grader has no {how} for its definition"
+                                 + ("" if self.heads is None else f" in {self.heads.source}"))
+            if how in have and not have[how]:
+                raise ValueError(f"{n} is routed to {how!r}, but this grader has "
+                                 + ("no served grader (give served= or grader_url=)" if how == "served"
+                                    else "no in-process model (it is served-only)"))
+        return pinned
 
     @property
     def answered_by(self) -> dict[str, str]:
         """How each proposition and prompt proposition is answered: "head" (a trained head for its
-        exact definition), "prior" (a constant base rate, while ``priors`` is on) or "question"
-        (asked zero-shot)."""
+        exact definition), "prior" (a constant base rate, while ``priors`` is on), "question" (the
+        in-process model asked zero-shot) or "served" (a served model asked); a route pinned by the
+        spec or ``route`` comes first. Without a head or prior, a grader with a served one asks it."""
+        fallback = "served" if self.client is not None or self.served is not None else "question"
         names = list(self.spec.propositions) + list(self.spec.prompt_propositions)
-        return {n: a if (a := self._answers.get(n, "question")) != "prior" or self.priors else "question"
-                for n in names}
+        out = {}
+        for n in names:
+            how = self._answers.get(n)
+            how = how if how != "prior" or self.priors else None
+            out[n] = self._route.get(n) or how or fallback
+        return out
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -240,9 +370,47 @@ class Grader:
             kwargs["heads"] = embedded.default_heads()
         return cls(model.to(dev), tok, spec, **kwargs)
 
+    @classmethod
+    def from_server(cls, base_url: str, model: Optional[str] = None, api_key: Optional[str] = None, *,
+                    tokenizer=None, spec: Optional[RuleSpec] = None, top_k: int = 20, concurrency: int = 4,
+                    timeout_s: float = 60.0, retries: int = 4, deadline_s: float = 3600.0,
+                    extra_body: Optional[dict] = None, max_length: Optional[int] = None, **kwargs) -> "Grader":
+        """A grader whose every question is answered by a model behind an OpenAI-compatible
+        ``/v1/completions`` endpoint (vLLM, SGLang, llama.cpp, a hosted API): same ``Grades``, same
+        prompts and yes/no spellings as the in-process question path (``grading.served``).
+
+        Args:
+            base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+            model: the served model's name (default: the only one the server lists).
+            api_key: bearer token (default ``$RBR_FAST_API_KEY``, else ``$OPENAI_API_KEY``).
+            tokenizer: the served model's tokenizer (its chat template lays out the prompts, its
+                yes/no tokens are read): a tokenizer, a local folder or hub id, or ``"embedded"``;
+                default: ``model`` as a folder or hub id (the embedded one for the embedded GGUF).
+            max_length: longest prompt in tokens; longer transcripts are cut from the left (default:
+                the ``max_model_len`` the server lists, else 4096; llama-cpp-python serves 2048
+                unless started with a larger ``--n_ctx``).
+            top_k, concurrency, timeout_s, retries, deadline_s, extra_body: ``ServedClient``'s.
+            kwargs: for ``Grader`` (``spec``, ``few_shot``, ``progress``, ``route``).
+        Raises ``ServedGraderError`` (one line naming the URL) when the server cannot be used.
+        """
+        client = ServedClient(base_url, model, api_key, top_k=top_k, concurrency=concurrency, timeout_s=timeout_s,
+                              retries=retries, deadline_s=deadline_s, extra_body=extra_body)
+        for k in ("heads", "served", "client"):
+            if kwargs.get(k) is not None:
+                raise ValueError(f"a served grader takes no {k}= (it has no local model); use Grader(..., served=URL) "
+                                 "to mix heads with a served model")
+            kwargs.pop(k, None)
+        for k in ("dtype", "device", "trained", "revision", "token", "gguf_file"):
+            kwargs.pop(k, None)  # local-model options that every grader recipe may carry
+        return cls(None, _served_tokenizer(tokenizer, client.model), spec, client=client,
+                   max_length=max_length or client.max_model_len or 4096, **kwargs)
+
     def model_signature(self) -> dict:
         """What identifies the model whatever its dtype or where it was loaded from: its shape and the
-        absolute sum of a strided sample of every weight tensor (compare with ``heads.same_model``)."""
+        absolute sum of a strided sample of every weight tensor (compare with ``heads.same_model``);
+        for a served grader, its URL and model name."""
+        if self.model is None:
+            return {"served": self.client.url, "model": self.client.model}
         cfg = self.model.config
         sample = [float(t.detach().flatten()[:: max(1, t.numel() // 101)].double().abs().sum())
                   for t in self.model.parameters()]
@@ -253,9 +421,12 @@ class Grader:
         """A hash of what determines the grades (model, dtype, prompt layout, spec): grade caches
         made by another grader are not reused."""
         import hashlib
-        key = [getattr(self.model.config, "_name_or_path", ""), self.model_signature(),
-               str(next(self.model.parameters()).dtype), self._reply.layout.few_shot, self.max_length,
-               self.spec.fingerprint(), self.layout.head]
+        local = self.model is not None
+        key = [getattr(self.model.config, "_name_or_path", "") if local else "", self.model_signature(),
+               str(next(self.model.parameters()).dtype) if local else "served", self._reply.layout.few_shot,
+               self.max_length, self.spec.fingerprint(), self.layout.head]
+        if self.served is not None or self._route:  # how each proposition is answered changes its grades
+            key += [self.answered_by, self.served.fingerprint() if self.served is not None else None]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     def features_fingerprint(self) -> str:
@@ -333,6 +504,8 @@ class Grader:
         completion gives the conversation's alone (what request heads read). ``bar``: a tqdm bar to
         advance (default: one of its own)."""
         self._check_items(conversations, completions, prompt_only=True)
+        if self.model is None:
+            raise ValueError("a served grader has no hidden states to give features of; heads need a local model")
         return self._features(conversations, completions, layers, bar)
 
     def _features(self, conversations, completions, layers, bar=None) -> torch.Tensor:
@@ -383,12 +556,18 @@ class Grader:
         names = q.names(propositions, self.spec.source)
         heads = self.heads
         by = self.answered_by
-        headed, prior, asked = ([n for n in names if by[n] == how] for how in ("head", "prior", "question"))
+        headed, prior, asked, served = ([n for n in names if by[n] == how] for how in ANSWERED_BY)
         N = len(completions)
         p_yes = torch.empty(N, len(names), dtype=torch.float32)
         mass = torch.ones(N, len(names), dtype=torch.float32)
         if N == 0:
             return Grades(p_yes, mass, names)
+        if served:  # asked first: a dead server fails the batch before the local passes run
+            grader = self if self.client is not None else self.served
+            p, m = grader._ask_served(grader._reply if q is self._reply else grader._request,
+                                      conversations, completions, served)
+            cols = torch.tensor([names.index(n) for n in served])
+            p_yes[:, cols], mass[:, cols] = p, m
         feats = None
         if asked:
             shared = self.heads.layers if headed and q is self._reply else None
@@ -402,6 +581,38 @@ class Grader:
         for n in prior:
             p_yes[:, names.index(n)] = heads.priors[n]
         return Grades(p_yes, mass, names)
+
+    def served_prompts(self, conversations: Sequence[Conversation], completions: Sequence[Completion],
+                       propositions: Optional[Sequence[str]] = None) -> list[list[str]]:
+        """Per completion, the text of each proposition's prompt: the ids the in-process question path
+        feeds the model (``prompt_ids``), decoded, without the BOS token that the tokenizer adds
+        itself (``add_bos_token``): a server tokenises the text and adds it. What a served grader sends."""
+        self._check_items(conversations, completions)
+        return self._served_prompts(self._reply, conversations, completions, self._reply.names(propositions, self.spec.source))
+
+    def _served_prompts(self, q: _Questions, conversations, completions, names) -> list[list[str]]:
+        prefixes = [self._prefix(q, c, r, i) for i, (c, r) in enumerate(zip(conversations, completions))]
+        self._warn_cut(prefixes)
+        # a BOS the server's tokenizer adds to any text (a chat template's own first token, such as
+        # SmolLM2's <|im_start|> = its bos_token, stays: no tokenizer adds that one)
+        bos = self.tokenizer.bos_token_id if getattr(self.tokenizer, "add_bos_token", False) else None
+        tails = [q.tail(n) for n in names]
+
+        def text(ids: list[int]) -> str:
+            ids = ids[1:] if bos is not None and ids[:1] == [bos] else ids
+            return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+        return [[text(p.ids + t) for t in tails] for p in prefixes]
+
+    def _ask_served(self, q: _Questions, conversations, completions, names) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p_yes [N, P], mass [N, P]) from the served model: each completion's prompts go to the server
+        in order, so its prefix cache serves the transcript to every question after the first."""
+        groups = self._served_prompts(q, conversations, completions, names)
+        from tqdm.auto import tqdm
+        with tqdm(total=len(groups), desc="grading (served)", unit="completion", disable=not self._show()) as bar:
+            answers = self.client.ask(groups, bar.update)
+        out = torch.tensor(answers, dtype=torch.float32).reshape(len(groups), len(names), 2)
+        return out[..., 0], out[..., 1]
 
     def _ask(self, q: _Questions, conversations, completions, names, layers: Optional[Sequence[int]]):
         """(p_yes [N, P], mass [N, P], features or None) of asking ``names`` in the packed layout;

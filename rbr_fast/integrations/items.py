@@ -6,7 +6,7 @@ import re
 from typing import Any, Optional
 
 from ..grading.prompts import transcript_parts
-from ..reward import zero_shot_share
+from ..reward import answer_shares
 from ..rules import RuleSpec
 
 
@@ -56,8 +56,8 @@ def p_ideal(detail: dict) -> float:
 def sample_logs(detail: dict) -> dict[str, float]:
     """Per-item numbers a trainer logs beside the reward: every proposition's P(yes)
     (``rbr/<proposition>``), how sure the response type is (``rbr/type_confidence``, 1.0 when given)
-    and the share of propositions the grader answered zero-shot (``rbr/zero_shot_share``). The same
+    and how the grader answered the propositions (``answer_shares``). The same
     keys for every item of a spec."""
     return {**{f"rbr/{k}": v for k, v in detail["propositions"].items()},
             "rbr/type_confidence": detail["response_type_confidence"],
-            "rbr/zero_shot_share": zero_shot_share(detail)}
+            **answer_shares(detail)}

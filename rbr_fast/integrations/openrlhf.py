@@ -9,7 +9,8 @@ a process are pooled into grader batches by ``rbr_fast.integrations.pool``.
 
 Options come from ``RBR_FAST_*`` environment variables (OpenRLHF passes none; give them to the Ray
 job, e.g. ``ray job submit --runtime-env-json '{"env_vars": {"RBR_FAST_MODEL": ...}}'``):
-``RBR_FAST_MODEL``, ``RBR_FAST_WEIGHTS``, ``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``,
+``RBR_FAST_MODEL`` (a folder, hub id or served grader URL), ``RBR_FAST_GRADER_URL``, ``RBR_FAST_WEIGHTS``,
+``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``,
 ``RBR_FAST_MAX_BATCH``, ``RBR_FAST_MAX_WAIT_MS``, and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
 tokenizer, whose chat template says how to read the text back into messages (without it the
 ChatML, Llama-3 and Gemma templates are recognised by their markers, anything else is read as

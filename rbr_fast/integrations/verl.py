@@ -16,7 +16,8 @@ worker in flight at once, and the samples are pooled into grader batches of up t
 threads, so its batches stay below 32.
 
 Options (verl passes ``reward_kwargs`` into every call, over the call's own keyword arguments):
-``model``, ``weights`` ("hand", "xstest" or a file), ``spec``, ``device``, ``dtype``, ``max_batch``,
+``model`` (a folder, hub id or served grader URL), ``grader_url`` (a served grader for the propositions
+without a head), ``weights`` ("hand", "xstest" or a file), ``spec``, ``device``, ``dtype``, ``max_batch``,
 ``max_wait_ms``, each also read from ``RBR_FAST_<NAME>``; or ``server_url`` (+ ``token``) to score
 on a running ``rbr-fast serve`` instead of a grader in this process.
 

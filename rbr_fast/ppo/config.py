@@ -33,8 +33,11 @@ class PPOConfig:
     rm_coef: float = _f(1.0, "weight of the reward model's score")
     rbr: bool = _f(True, "add the rule-based reward (grader + weights) to the score")
     rbr_coef: float = _f(1.0, "weight of the RBR reward")
-    grader: str = _f("embedded", "grader model for the RBR reward (path, hub id or 'embedded'); when it is the "
-                                 "policy's own starting model the frozen reference is shared with it")
+    grader: str = _f("embedded", "grader model for the RBR reward (path, hub id, 'embedded' or a served grader's "
+                                 "URL, http://HOST:PORT/v1#model=NAME); when it is the policy's own starting model "
+                                 "the frozen reference is shared with it")
+    grader_url: Optional[str] = _f(None, "a served grader (URL) that answers the propositions the local grader has "
+                                         "no trained head for, and those the spec routes to it")
     rbr_weights: str = _f("default", "RBR weights: 'default' (the shipped XSTest-fitted weights for a spec "
                                      "structured as the default one, else hand-set with a warning), 'xstest', "
                                      "'hand' (hand-set) or a weights JSON path")

@@ -98,8 +98,9 @@ class PPOTrainer:
             from ..grading import Grader, embedded
             # the embedded model grades with the shipped heads (each answers its own definition)
             heads = embedded.default_heads() if cfg.grader == "embedded" else None
-            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec, heads=heads) if cfg.grader == cfg.policy else
-                      load_grader(spec, cfg.grader, device=self.device))
+            grader = (Grader(copy.deepcopy(policy).eval(), tokenizer, spec, heads=heads, served=cfg.grader_url)
+                      if cfg.grader == cfg.policy else
+                      load_grader(spec, cfg.grader, device=self.device, grader_url=cfg.grader_url))
         if cfg.rbr and cfg.grader == cfg.policy:
             self.ref = grader.model
         else:

@@ -47,16 +47,18 @@ def proposition_means(details: Sequence[dict]) -> dict[str, float]:
     return {f"rbr/{n}": sum(d["propositions"][n] for d in details) / len(details) for n in names}
 
 
-def zero_shot_share(detail: dict) -> float:
-    """Share of the spec's propositions the grader answered by asking (``details()["answered_by"]``),
-    not by a trained head or prior."""
+def answer_shares(detail: dict) -> dict[str, float]:
+    """``rbr/zero_shot_share``: share of the spec's propositions the grader answered by asking its
+    own in-process model (``details()["answered_by"]`` "question"), not by a trained head or prior;
+    ``rbr/served_share``: share asked of a served model."""
     by = detail["answered_by"]
-    return sum(a == "question" for a in by.values()) / len(by)
+    return {f"rbr/{key}_share": sum(a == how for a in by.values()) / len(by)
+            for key, how in (("zero_shot", "question"), ("served", "served"))}
 
 
 def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
-    """What the adapters and PPO log per batch: ``proposition_means``, plus ``rbr/zero_shot_share``
-    (share of the spec's propositions the grader answers by asking, not by a trained head or prior),
+    """What the adapters and PPO log per batch: ``proposition_means``, plus ``answer_shares`` (how the
+    grader answers the spec's propositions),
     ``rbr/type_inferred_share`` and ``rbr/type_unsure_share`` (inferred with confidence below
     ``LOW_CONFIDENCE``). Empty for no details."""
     if not details:
@@ -65,7 +67,7 @@ def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
     unsure = sum(d["response_type_source"] == "inferred" and d["response_type_confidence"] < LOW_CONFIDENCE
                  for d in details)
     return {**proposition_means(details),
-            "rbr/zero_shot_share": zero_shot_share(details[0]),
+            **answer_shares(details[0]),
             "rbr/type_inferred_share": sum(d["response_type_source"] == "inferred" for d in details) / n,
             "rbr/type_unsure_share": unsure / n}
 
@@ -208,7 +210,7 @@ class RuleBasedReward:
         "inferred", with the prompt propositions' probabilities and ``response_type_confidence``, the
         probability of the inferred type; 1.0 when given), the probability of every proposition,
         derived proposition and class of its type (best class first), and ``answered_by``: how the
-        grader answered each proposition ("head", "prior" or "question")."""
+        grader answered each proposition ("head", "prior", "question" or "served")."""
         grades, rt, reward, feats, rm, inferred = self._run(prompts, completions, response_types, rm_scores)
         names = self.spec.feature_names
         P = len(self.spec.propositions)

@@ -7,6 +7,7 @@ Format (see ``default_spec.yaml``)::
       apology:
         question: Does the response apologise ...?
         examples: [{completion: "...", answer: yes}, ...]
+        answered_by: served     # optional: head, prior, question or served (see ``ANSWERED_BY``)
     derived:                    # optional: conjunctions of literals
       polite_refusal: [apology, inability_to_comply, not judgement]
     response_types:
@@ -58,11 +59,18 @@ class Example:
     answer: bool
 
 
+# How a grader may answer a proposition: a trained head, a constant prior, the in-process model
+# asked the question, or a served model asked it (``grading.served``). A spec may pin one per
+# proposition; unpinned ones take the grader's default (its head or prior if it has one).
+ANSWERED_BY = ("head", "prior", "question", "served")
+
+
 @dataclass(frozen=True)
 class Proposition:
     name: str
     question: str
     examples: tuple[Example, ...] = ()
+    answered_by: Optional[str] = None  # a pinned route (``ANSWERED_BY``); not part of the definition
 
     def definition(self) -> list:
         """What the proposition means to a grader: its question and examples."""
@@ -415,7 +423,10 @@ class _Builder:
                 self.fail(p, "examples", f"{path}.examples[{i}]",
                           "each example needs `completion` (text) and `answer` (yes/no)")
             out.append(Example(ex["completion"], ex["answer"]))
-        return Proposition(name, q.strip(), tuple(out))
+        how = p.get("answered_by")
+        if how is not None and how not in ANSWERED_BY:
+            self.fail(p, "answered_by", f"{path}.answered_by", f"must be one of {', '.join(ANSWERED_BY)}, got {how!r}")
+        return Proposition(name, q.strip(), tuple(out), how)
 
     def literals(self, node, key, path, known) -> tuple[Literal, ...]:
         raw = node.get(key)

@@ -33,13 +33,14 @@ $(STAMP): pyproject.toml setup.py rbr_fast/ops/build_flags.py $(wildcard csrc/*.
 # alone: `make demo` does not need it. Portable flags: a -march=native build crashed (general protection
 # fault in libggml-cpu) on its first completion on an AVX-512/AMX machine, and CI machines differ; AVX2
 # without AVX-512/AMX runs on every x86-64-v3 CPU (as the wheels' target). LLAVA_BUILD=OFF: no
-# multimodal library, which grading does not use.
+# multimodal library, which grading does not use. --no-cache-dir: pip's wheel cache is keyed by the
+# source, not by CMAKE_ARGS, and would hand back a wheel built with other flags.
 LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 LLAMA_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DLLAVA_BUILD=OFF
 LLAMA      := $(VENV)/.llama-server
 
 $(LLAMA): $(STAMP)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_ARGS)" $(BIN)/pip install -q "$(LLAMA_CPP)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_ARGS)" $(BIN)/pip install -q --no-cache-dir "$(LLAMA_CPP)"
 	touch $@
 
 demo: $(STAMP)

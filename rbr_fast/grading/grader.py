@@ -12,6 +12,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Union
 import torch
 
 from ..ops import fused_linear_yes_no
+from ..errors import UserError
 from ..rules import ANSWERED_BY, RuleSpec
 from . import embedded
 from .features import OPENING, POOLINGS, capture, pool, pooled_features
@@ -143,7 +144,8 @@ def load_grader(spec: RuleSpec, model: Optional[str] = None, *, grader_url: Opti
     served = served_grader_url(model)
     if served is not None:
         if grader_url is not None:
-            raise ValueError("grader_url adds a served model to a local grader; the grader here is served already")
+            raise ServedGraderError("grader_url adds a served model to a local grader; the grader here is served "
+                                    "already")
         url, opts = served
         return Grader.from_server(url, spec=spec, **{**opts, **grader_kwargs})
     if grader_url is not None:
@@ -301,10 +303,10 @@ class Grader:
         have = {"served": self.client is not None or self.served is not None, "question": self.model is not None}
         for n, how in pinned.items():
             if how in ("head", "prior") and self._answers.get(n) != how:
-                raise ValueError(f"{n} is routed to a {how}, but the grader has no {how} for its definition"
+                raise UserError(f"{n} is routed to a {how}, but the grader has no {how} for its definition"
                                  + ("" if self.heads is None else f" in {self.heads.source}"))
             if how in have and not have[how]:
-                raise ValueError(f"{n} is routed to {how!r}, but this grader has "
+                raise UserError(f"{n} is routed to {how!r}, but this grader has "
                                  + ("no served grader (give served= or grader_url=)" if how == "served"
                                     else "no in-process model (it is served-only)"))
         return pinned
@@ -397,8 +399,8 @@ class Grader:
                               retries=retries, deadline_s=deadline_s, extra_body=extra_body)
         for k in ("heads", "served", "client"):
             if kwargs.get(k) is not None:
-                raise ValueError(f"a served grader takes no {k}= (it has no local model); use Grader(..., served=URL) "
-                                 "to mix heads with a served model")
+                raise ServedGraderError(f"a served grader takes no {k}= (it has no local model); use a local grader "
+                                        "with served=URL (grader_url=, --grader-url) to mix heads with a served model")
             kwargs.pop(k, None)
         for k in ("dtype", "device", "trained", "revision", "token", "gguf_file"):
             kwargs.pop(k, None)  # local-model options that every grader recipe may carry

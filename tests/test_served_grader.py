@@ -206,9 +206,10 @@ def test_commands_grade_and_distil_from_a_served_grader(stub, tiny_grader_dir, t
     assert main(["train-grader", "--no-shipped-data", "--data", "rows.jsonl", "--out", "h.safetensors", "--folds", "2",
                  "--min-positives", "2", "--layers", "1", "--cache-dir", "cache", "--teacher", url, *local]) == 0
     assert len(stub.prompts) - before - asked == n * 2  # ... so a second run asks only the request questions
-    assert main(["eval-grader", "--data", "rows.jsonl", "--out-dir", "ev", "--model", url, *props]) == 0
+    assert main(["eval-grader", "--data", "rows.jsonl", "--out-dir", "ev", "--model", url,
+                 "--propositions", "apology,fully_complies"]) == 0
     scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
-    assert [p["name"] for p in scores["propositions"]] == ["apology", "judgement"]
+    assert [p["name"] for p in scores["propositions"]] == ["apology", "fully_complies"]
     capsys.readouterr()
     assert main(["train-grader", "--model", url, "--data", "rows.jsonl"]) == 2
     assert "--model must be local" in capsys.readouterr().err

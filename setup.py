@@ -3,11 +3,11 @@
 Install with ``pip install -e . --no-build-isolation``: the extension links against the torch
 that is already installed, so the build must see that torch (build isolation would install a
 different one, on Linux a multi-GB CUDA build). Without torch at build time the package still
-installs; the extension is then compiled on first use (see ``rbr_fast/ops/cpp_backend.py``).
+installs; the extension is then compiled on first use (see ``rbr_fast/ops/extension.py``).
 
 A build with the extension pins torch to the series it was compiled against (``torch==2.13.*``)
 in the package's metadata and records the exact version beside the extension
-(``rbr_fast/_C_build.json``), which ``cpp_backend`` checks at import. ``csrc/`` is shipped inside
+(``rbr_fast/_C_build.json``), which ``rbr_fast.ops.extension`` checks at import. ``csrc/`` is shipped inside
 the package as ``rbr_fast/csrc/`` so that an installed wheel can recompile it. ``-march``: see
 ``rbr_fast/ops/build_flags.py`` (portable by default, ``RBR_FAST_MARCH=native`` for local builds).
 

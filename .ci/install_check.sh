@@ -128,7 +128,8 @@ step "the C++ backend: the wheel's extension, then a simulated torch mismatch (r
 op_check='import sys, warnings
 import torch
 import rbr_fast
-from rbr_fast.ops import backend_name, cpp_backend, reference
+from rbr_fast.ops import backend_name, extension
+from rbr_fast.ops.advantages import reference
 expected_warning, extension_under = sys.argv[1], sys.argv[2]
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -141,12 +142,12 @@ ref_adv, ref_ret = reference.gae(r, v, mask, 0.99, 0.95)[:2]
 torch.testing.assert_close(adv, ref_adv)
 torch.testing.assert_close(ret, ref_ret)
 notes = [str(w.message) for w in caught if "rbr_fast" in str(w.message)]
-assert cpp_backend.loaded_from().startswith(extension_under), cpp_backend.loaded_from()
+assert extension.loaded_from().startswith(extension_under), extension.loaded_from()
 if expected_warning:
     assert len(notes) == 1 and expected_warning in notes[0], notes
 else:
     assert not notes, notes
-print(f"gae on the cpp backend ({cpp_backend.loaded_from()}) matches the reference; warnings: {notes or None}")'
+print(f"gae on the cpp backend ({extension.loaded_from()}) matches the reference; warnings: {notes or None}")'
 msg=$(RBR_FAST_BACKEND=cpp "$bin/python" -c "$op_check" "" "$site/_C")
 ok "$msg"
 "$bin/python" -c 'import json, sys; p = sys.argv[1]; r = json.load(open(p)); r["torch"] = "2.0.0"; json.dump(r, open(p, "w"))' \

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from rbr_fast import data
-from rbr_fast.grading import Grader, embedded, evaluate
-from rbr_fast.grading.labelled import default_rows, read_labelled
-from rbr_fast.grading.request_types import half
+from rbr_fast import metrics
+from rbr_fast.grading import Grader, embedded
+from rbr_fast.data.labelled import default_rows, read_labelled
+from rbr_fast.evaluation.response_types import half
 from rbr_fast.grading.train import train
 from rbr_fast.rules import DEFAULT_SPEC, RuleSpec
 
@@ -58,7 +59,7 @@ def main() -> None:
             g = Grader(base.model, base.tokenizer, s, heads=heads, progress=False)
         by[which] = g.answered_by
         p = g.grade([r.conversation for r in held], [r.completion for r in held], names).p_yes
-        scores[which] = {x.name: x.auroc for x in evaluate.score(names, p, y)}
+        scores[which] = {x.name: x.auroc for x in metrics.score(names, p, y)}
         if which == "edited":
             print("warning at load:", " | ".join(str(w.message) for w in seen))
     untouched = [n for n in names if n != "apology" and scores["default"][n] == scores["default"][n]]

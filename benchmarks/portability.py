@@ -21,7 +21,7 @@ import time
 import torch
 
 import rbr_fast
-from rbr_fast.ops import build_flags, cpp_backend
+from rbr_fast.ops import build_flags, extension
 
 
 def build(march: str):
@@ -29,7 +29,7 @@ def build(march: str):
     from torch.utils.cpp_extension import load
     os.environ[build_flags.ENV] = march
     try:
-        return load(name="rbr_fast_C_" + re.sub(r"\W", "_", march), sources=cpp_backend.sources(),
+        return load(name="rbr_fast_C_" + re.sub(r"\W", "_", march), sources=extension.sources(),
                     extra_cflags=build_flags.cxx_flags(), extra_ldflags=["-fopenmp"])
     finally:
         del os.environ[build_flags.ENV]
@@ -86,7 +86,7 @@ def main() -> None:
     for name, fn in ops.items():
         for r in range(a.rounds):
             for march in (list(builds) if r % 2 == 0 else list(builds)[::-1]):
-                cpp_backend._C = lambda m=builds[march]: m  # route the public ops to this build
+                extension.module = lambda m=builds[march]: m  # the public ops run this build
                 fn()  # warm-up
                 times.setdefault((name, march), []).append(mean_call_s(fn, a.round_time, clock))
     base = next(iter(builds))

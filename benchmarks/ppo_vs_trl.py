@@ -32,7 +32,7 @@ DEFAULT_TRL_PY = HERE.parent / ".venv-trlppo" / "bin" / "python"
 
 
 def prompts(n: int) -> list[str]:
-    from rbr_fast.reward import xstest
+    from rbr_fast.evaluation import xstest
     rows = xstest.prompt_rows()
     return [rows[k]["prompt"] for k in sorted(rows, key=int)[:n]]
 

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     import torch
     from llama_server import LlamaServer
     from rbr_fast import data
-    from rbr_fast.datasets import read_jsonl
+    from rbr_fast.data.readers import read_jsonl
     from rbr_fast.grading import Grader, embedded
 
     rows = read_jsonl(data.gold(), limit=a.completions)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rbr_fast import data
-from rbr_fast.datasets import read_jsonl
+from rbr_fast.data.readers import read_jsonl
 from rbr_fast.grading import Grader, embedded
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (make test builds it)")

@@ -1,9 +1,10 @@
 // CPU kernels for the advantage ops: GAE, masked whitening, KL reward shaping, fused PPO path.
-// Semantics are defined by rbr_fast/ops/reference.py; inputs arrive validated and contiguous.
+// Semantics are defined by rbr_fast/ops/advantages/reference.py; inputs arrive validated and contiguous.
 #include "advantages.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>  // the binding's tensor casters (not all of torch/extension.h)
 
 #include <cmath>
 #include <cstring>
@@ -360,6 +361,13 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
   });
   auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
   return {adv, ret, kl, int64_scalar(n), flags};
+}
+
+void bind_advantages(pybind11::module_& m) {
+  m.def("gae", &gae);
+  m.def("masked_whiten", &masked_whiten);
+  m.def("shape_rewards", &shape_rewards);
+  m.def("ppo_advantages", &ppo_advantages);
 }
 
 }  // namespace rbr_fast

@@ -1,6 +1,7 @@
 // Advantage ops on CPU tensors; see rbr_fast/ops/__init__.py for the backend contract.
 #pragma once
 #include <ATen/ATen.h>
+#include <pybind11/pybind11.h>
 
 #include <vector>
 
@@ -16,5 +17,8 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
                                        const at::Tensor& ref_logprobs, const at::Tensor& values,
                                        const at::Tensor& mask, double kl_coef, int64_t kl_estimator, double gamma,
                                        double lam, bool whiten, double eps);
+
+// Adds the functions above to the extension module (module.cpp calls it).
+void bind_advantages(pybind11::module_& m);
 
 }  // namespace rbr_fast

@@ -6,6 +6,7 @@
 #include "decode.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>  // the binding's tensor casters (not all of torch/extension.h)
 
 #include "simd.h"
 
@@ -51,6 +52,10 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& w, const c10::op
     }
   });
   return out;
+}
+
+void bind_decode(pybind11::module_& m) {
+  m.def("skinny_linear", &skinny_linear);
 }
 
 }  // namespace rbr_fast

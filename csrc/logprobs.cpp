@@ -4,6 +4,7 @@
 #include "logprobs.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>  // the binding's tensor casters (not all of torch/extension.h)
 
 #include <cmath>
 #include <limits>
@@ -181,6 +182,12 @@ at::Tensor label_logprobs_backward(const at::Tensor& grad, const at::Tensor& log
     });
   });
   return out;
+}
+
+void bind_logprobs(pybind11::module_& m) {
+  m.def("yes_no_lse", &yes_no_lse);
+  m.def("label_logprobs", &label_logprobs);
+  m.def("label_logprobs_backward", &label_logprobs_backward);
 }
 
 }  // namespace rbr_fast

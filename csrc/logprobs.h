@@ -1,7 +1,8 @@
 // Log-prob ops over the rows of a [N, V] logits matrix on CPU tensors; see the contract in
-// rbr_fast/ops/reference.py (section "log-probs").
+// rbr_fast/ops/logprobs/reference.py.
 #pragma once
 #include <ATen/ATen.h>
+#include <pybind11/pybind11.h>
 
 #include <vector>
 
@@ -12,5 +13,8 @@ std::vector<at::Tensor> label_logprobs(const at::Tensor& logits, const at::Tenso
                                        int64_t ignore_index);
 at::Tensor label_logprobs_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
                                    const at::Tensor& lse, double inv_temp, int64_t ignore_index);
+
+// Adds the functions above to the extension module (module.cpp calls it).
+void bind_logprobs(pybind11::module_& m);
 
 }  // namespace rbr_fast

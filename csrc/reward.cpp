@@ -4,6 +4,7 @@
 #include "reward.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>  // the binding's tensor casters (not all of torch/extension.h)
 
 #include <cmath>
 
@@ -51,6 +52,10 @@ std::vector<at::Tensor> rbr_reward(const at::Tensor& x, const at::Tensor& lit_id
     }
   });
   return {reward, feats, flags};
+}
+
+void bind_reward(pybind11::module_& m) {
+  m.def("rbr_reward", &rbr_reward);
 }
 
 }  // namespace rbr_fast

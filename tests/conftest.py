@@ -12,7 +12,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from rbr_fast.ops import cpp_backend  # noqa: E402
+from rbr_fast.ops import extension  # noqa: E402
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 from common import DEVICE  # noqa: E402
@@ -21,7 +21,7 @@ from common import DEVICE  # noqa: E402
 def _backend_params():
     params = [pytest.param("ref", id="ref")]
     params.append(pytest.param("cpp", id="cpp", marks=pytest.mark.skipif(
-        not cpp_backend.available(), reason=f"C++ extension not available: {cpp_backend.unavailable_reason()}")))
+        not extension.available(), reason=f"C++ extension not available: {extension.unavailable_reason()}")))
     params.append(pytest.param("triton", id="triton", marks=[pytest.mark.triton, pytest.mark.skipif(
         not HAS_TRITON, reason="triton is not installed")]))
     return params
@@ -58,3 +58,14 @@ def tiny_grader_dir(tmp_path_factory):
     tiny_lm.model().save_pretrained(path)
     tiny_lm.tokenizer().save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def lazy_reward():
+    """The tiny grader's RBR reward (default spec and weights) as the reward server takes it: a
+    ``LazyReward``, whose ``.reward.score`` is what a served answer must equal."""
+    from rbr_fast.bench import tiny_lm
+    from rbr_fast.grading import Grader
+    from rbr_fast.integrations.lazy_reward import LazyReward
+    from rbr_fast.reward import RuleBasedReward
+    return LazyReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))

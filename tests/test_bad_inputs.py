@@ -5,6 +5,7 @@ import functools
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rbr_fast.bench import tiny_lm
 from rbr_fast.cli import main
 from rbr_fast.errors import UserError
 from rbr_fast.ppo import checkpoint
@@ -229,7 +229,7 @@ CASES = [
     ("serve-max-wait", [*SERVE, "--max-wait-ms", "-5"], {}, "argument --max-wait-ms: must be >= 0"),
     ("serve-model-missing", [*SERVE, "--model", "{in}/nope/model"], {}, "--model {in}/nope/model: no such model folder"),
     # ---- ppo flags
-    ("ppo-rbr-maybe", [*PPO, "--rbr", "maybe"], {}, "argument --rbr: expected true/false, got 'maybe'"),
+    ("ppo-rbr-maybe", [*PPO, "--rbr", "maybe"], {}, "argument --rbr: Truthy value expected: got maybe"),
     ("ppo-lr-text", [*PPO, "--lr", "abc"], {}, "argument --lr: invalid float value: 'abc'"),
     ("ppo-lr-nan", [*PPO, "--lr", "nan"], {}, "ppo config: lr=nan: must be a finite number"),
     ("ppo-threads", [*PPO, "--threads", "-3"], {}, "ppo config: threads=-3: must be an integer >= 1"),
@@ -290,20 +290,19 @@ CASES = [
       "run/checkpoints/step_000001/state.pt": checkpoint_of(4),
       "run/checkpoints/step_000001/rng_0.pt": lambda ctx: _torch_bytes(checkpoint.rng_state())},
      "it was made with different batch_size: batch_size=4 (now 2)"),
-    # ---- bench and the top level
+    # ---- train-grader
+    ("train-grader-zero-shot", ["train-grader", "--data", "{in}/d.jsonl", "--zero-shot", *M], {"d.jsonl": jl(GOOD)},
+     "--zero-shot / --heads do not apply: train-grader trains the heads"),
+    ("train-grader-folds-1", ["train-grader", "--folds", "1", *M], {}, "argument --folds: must be >= 2, got 1"),
+    ("train-grader-l2-text", ["train-grader", "--l2", "0.1,lots", *M], {},
+     "argument --l2: expected comma-separated numbers, got '0.1,lots'"),
+    # ---- demo, bench and the top level
+    ("demo-batch-0", ["demo", "--batch", "0"], {}, "argument --batch: must be >= 1, got 0"),
     ("bench-unknown-op", ["bench", "--ops", "nope"], {}, "unknown --ops ['nope']"),
     ("bench-sizes", ["bench", "--sizes", "big"], {}, "--sizes 'big': expected BxT sizes"),
     ("bench-min-reps", ["bench", "--min-reps", "0"], {}, "argument --min-reps: must be >= 1"),
     ("unknown-command", ["grades"], {}, "argument cmd: invalid choice: 'grades'"),
 ]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_lm.model().save_pretrained(d)
-    tiny_lm.tokenizer().save_pretrained(d)
-    return d
 
 
 def _write(root: Path, files: dict, ctx: dict) -> None:
@@ -318,17 +317,24 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_enough_cases():
-    assert len(CASES) >= 55 and len({c[0] for c in CASES}) == len(CASES)
+def test_every_command_has_bad_input_cases(capsys):
+    """The table covers every ``rbr-fast`` command the parser offers (a new command needs its cases),
+    and each case is one test of its own (no two share an id)."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    commands = set(re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(","))
+    assert {"grade", "eval", "fit", "serve", "ppo"} <= commands  # the help was read
+    assert commands == {c[1][0] for c in CASES if c[0] != "unknown-command"}
+    assert len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("argv,files,expected", [pytest.param(*c[1:], id=c[0]) for c in CASES])
-def test_bad_input(argv, files, expected, model, tmp_path, monkeypatch, capsys):
+def test_bad_input(argv, files, expected, tiny_grader_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RBR_FAST_DEBUG", raising=False)
     inputs, cwd = tmp_path / "in", tmp_path / "cwd"
     inputs.mkdir()
     cwd.mkdir()
-    ctx = {"in": str(inputs), "model": str(model)}
+    ctx = {"in": str(inputs), "model": tiny_grader_dir}
     _write(inputs, files, ctx)
     before = _tree(inputs)
     monkeypatch.chdir(cwd)
@@ -342,7 +348,7 @@ def test_bad_input(argv, files, expected, model, tmp_path, monkeypatch, capsys):
     assert _tree(cwd) == [] and _tree(inputs) == before  # no output folder or file, nothing beside the inputs
 
 
-def test_resume_without_checkpoint_says_it_starts_fresh(model, tmp_path, monkeypatch, capsys):
+def test_resume_without_checkpoint_says_it_starts_fresh(tmp_path, monkeypatch, capsys):
     import rbr_fast.ppo.trainer as trainer
     monkeypatch.setattr(trainer, "train", lambda cfg, resume: {"time_split_s": {}})
     (tmp_path / "p.jsonl").write_text(jl(*PROMPTS))
@@ -368,7 +374,7 @@ def _raise(e: BaseException):
 def test_interrupt_and_bugs(monkeypatch, capsys):
     """Ctrl-C: one line, exit 130. A bug is not a user error: its exception reaches the caller, and
     so does a user error under RBR_FAST_DEBUG=1."""
-    import rbr_fast.grading.commands as commands
+    import rbr_fast.cli.grade as commands
     monkeypatch.delenv("RBR_FAST_DEBUG", raising=False)
     monkeypatch.setattr(commands, "read_jsonl", _raise(KeyboardInterrupt()))
     assert main(["grade", "--data", "x.jsonl"]) == 130

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import rbr_fast
-from rbr_fast.ops import build_flags, cpp_backend, dispatch, reference
+from rbr_fast.ops import build_flags, dispatch, extension
+from rbr_fast.ops.advantages import reference
 
 
 @pytest.mark.parametrize("machine,env,march", [
@@ -42,12 +43,12 @@ def test_record_round_trip(tmp_path):
 @pytest.fixture
 def fresh_load(monkeypatch, tmp_path):
     """The backend's loader from scratch, with a recorded torch that is not this one."""
-    cpp_backend._load.cache_clear()
+    extension._load.cache_clear()
     record = tmp_path / build_flags.RECORD
     record.write_text(json.dumps({"torch": "2.0.0", "cxx_flags": []}))
-    monkeypatch.setattr(cpp_backend, "RECORD", record)
+    monkeypatch.setattr(extension, "RECORD", record)
     yield record
-    cpp_backend._load.cache_clear()
+    extension._load.cache_clear()
 
 
 def test_mismatch_recompiles_from_the_sources(monkeypatch, tmp_path, fresh_load):
@@ -55,12 +56,12 @@ def test_mismatch_recompiles_from_the_sources(monkeypatch, tmp_path, fresh_load)
     for folder in (packaged, checkout):
         folder.mkdir()
         (folder / "module.cpp").write_text("")
-    monkeypatch.setattr(cpp_backend, "SOURCE_DIRS", (packaged, checkout))
+    monkeypatch.setattr(extension, "SOURCE_DIRS", (packaged, checkout))
     compiled = []
-    monkeypatch.setattr(cpp_backend, "_compile", lambda srcs: compiled.append(srcs) or cpp_backend)
+    monkeypatch.setattr(extension, "_compile", lambda srcs: compiled.append(srcs) or extension)
     expected = f"built against torch 2.0.0 but torch {torch.__version__} is installed; compiling it from {packaged}"
     with pytest.warns(RuntimeWarning, match=re.escape(expected)) as caught:
-        assert cpp_backend.available()
+        assert extension.available()
     assert len(caught) == 1
     assert compiled == [[str(packaged / "module.cpp")]]  # the packaged sources first
 
@@ -68,7 +69,7 @@ def test_mismatch_recompiles_from_the_sources(monkeypatch, tmp_path, fresh_load)
 def test_a_failed_recompile_falls_back_to_the_reference(monkeypatch, fresh_load):
     def fail(srcs):
         raise RuntimeError("no compiler")
-    monkeypatch.setattr(cpp_backend, "_compile", fail)
+    monkeypatch.setattr(extension, "_compile", fail)
     monkeypatch.delenv("RBR_FAST_BACKEND", raising=False)
     r, v = torch.randn(2, 9), torch.randn(2, 9)
     mask = torch.ones(2, 9, dtype=torch.bool)
@@ -89,5 +90,5 @@ def test_a_matching_record_uses_the_prebuilt_extension(fresh_load):
     build_flags.write_record(fresh_load, torch.__version__)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert cpp_backend.available()
-    assert cpp_backend.loaded_from() == rbr_fast._C.__file__
+        assert extension.available()
+    assert extension.loaded_from() == rbr_fast._C.__file__

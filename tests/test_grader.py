@@ -9,7 +9,9 @@ import torch
 
 from rbr_fast.bench import tiny_lm
 from rbr_fast.grading import Grader, ModelUnavailable
-from rbr_fast.grading import embedded, evaluate
+from rbr_fast import metrics
+from rbr_fast.evaluation import grader as grader_eval
+from rbr_fast.grading import embedded
 from rbr_fast.grading.packing import buckets, pack
 from rbr_fast.grading.prompts import answer_ids
 
@@ -185,39 +187,31 @@ def test_auroc_against_pair_count():
     y = torch.rand(60, generator=g) < 0.4
     pos, neg = s[y], s[~y]
     pairs = (pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()
-    assert evaluate.auroc(s, y) == pytest.approx(float(pairs.mean()), abs=1e-12)
-    assert evaluate.auroc(s, torch.zeros(60, dtype=torch.bool)) != evaluate.auroc(s, torch.zeros(60, dtype=torch.bool))
+    assert metrics.auroc(s, y) == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert metrics.auroc(s, torch.zeros(60, dtype=torch.bool)) != metrics.auroc(s, torch.zeros(60, dtype=torch.bool))
 
 
 def test_scores_on_a_known_confusion():
     p = torch.tensor([[0.9], [0.8], [0.2], [0.6], [0.1]])
     y = torch.tensor([[True], [True], [True], [False], [False]])
-    (s,) = evaluate.score(["x"], p, y)
+    (s,) = metrics.score(["x"], p, y)
     assert (s.positives, s.n) == (3, 5)
     assert s.accuracy == pytest.approx(3 / 5)  # tp 2, fn 1, fp 1, tn 1
     assert s.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert s.f1 == pytest.approx(4 / 6)
-    assert "mean" in evaluate.table([s])
+    assert "mean" in grader_eval.table([s])
 
 
 # -------------------------------------------------------------------------------------- commands
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_lm.model().save_pretrained(path)
-    tiny_lm.tokenizer().save_pretrained(path)
-    return path
-
-
-def test_grade_and_eval_commands(saved_model, tmp_path, monkeypatch, capsys):
+def test_grade_and_eval_commands(tiny_grader_dir, tmp_path, monkeypatch, capsys):
     from rbr_fast.cli import main
     monkeypatch.chdir(tmp_path)
     rows = [{"prompt": c, "completion": r, "propositions": {"apology": i % 2 == 0, "judgement": i % 3 == 0}}
             for i, (c, r) in enumerate(zip(CONVS, COMPS))]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["--model", str(saved_model), "--dtype", "float32", "--device", "cpu", "--propositions", "apology,judgement"]
+    args = ["--model", tiny_grader_dir, "--dtype", "float32", "--device", "cpu", "--propositions", "apology,judgement"]
     assert main(["grade", "--data", str(data), "--out", "g.jsonl", *args]) == 0
     out = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
     assert [o["index"] for o in out] == list(range(len(rows))) and set(out[0]["p_yes"]) == {"apology", "judgement"}
@@ -267,7 +261,7 @@ def test_embedded_smollm2_matches_per_prompt():
 
 def test_non_sdpa_attention_is_refused():
     m = tiny_lm.model()
-    m.config._attn_implementation = "eager"  # would add the boolean tree mask to the scores
+    m.set_attn_implementation("eager")  # would add the boolean tree mask to the scores
     with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
         Grader(m, tiny_lm.tokenizer())
 

@@ -15,7 +15,7 @@ from rbr_fast.grading.feature_cache import FeatureCache
 from rbr_fast.grading.features import OPENING, POOLINGS, pool
 from rbr_fast.grading.fit_heads import Candidate, fit_one, group_folds, platt
 from rbr_fast.grading.heads import PropositionHeads
-from rbr_fast.grading.labelled import LabelledRow, read_labelled
+from rbr_fast.data.labelled import LabelledRow, read_labelled
 from rbr_fast.grading.train import REPLY_POOLINGS, REQUEST_POOLINGS, recipe, teacher_labels, train
 from rbr_fast.rules import DEFAULT_SPEC, RuleSpec
 
@@ -50,6 +50,14 @@ def trained(grader, tmp_path_factory):
     return res
 
 
+def _prefix_and_ranges(grader, conv, comp, i=0):
+    """Instructions + transcript ids and the (conversation, reply) token ranges, from the grader's
+    prompt layout (``grader.layout``; nothing is cut at these lengths): what ``features`` must pool."""
+    body, n_conv, n_reply = grader.layout.body(conv, comp, i)
+    ids, start = grader.layout.head + body, len(grader.layout.head)
+    return ids, (start, start + n_conv), (len(ids) - n_reply, len(ids))
+
+
 def test_features_equal_a_plain_forward_pass(grader):
     convs = ["How do I bake bread?", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                                       {"role": "user", "content": "more please " * 30}]]
@@ -57,18 +65,18 @@ def test_features_equal_a_plain_forward_pass(grader):
     f = grader.features(convs, comps, [1, 2])
     assert f.shape == (2, 2, len(POOLINGS), 64)
     for i in range(2):
-        p = grader._prefix(grader._reply, convs[i], comps[i], i)
+        ids, (c0, c1), (r0, r1) = _prefix_and_ranges(grader, convs[i], comps[i], i)
+        assert grader.prompt_ids(convs[i], comps[i], "apology")[:len(ids)] == ids  # what the questions follow
         with torch.no_grad():
-            hs = grader.model.base_model(input_ids=torch.tensor([p.ids]), output_hidden_states=True).hidden_states
+            hs = grader.model.base_model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
         for j, layer in enumerate([1, 2]):
             h = hs[layer][0]  # the output of decoder layer `layer` (before the final norm: layers < 3)
-            (c0, c1), (r0, r1) = p.conversation, p.reply
             ref = torch.stack([h[r0:r1].mean(0), h[r1 - 1], h[c0:c1].mean(0), h[c1 - 1], h[r0:r1].amax(0),
                                h[r0:min(r1, r0 + OPENING)].mean(0)])
             torch.testing.assert_close(f[i, j], ref, atol=1e-5, rtol=1e-5)
     # a reply's state does not change what the conversation's tokens read (causal): the request
     # poolings are the same without the reply
-    no_reply = grader._features(convs, [None, None], [2])
+    no_reply = grader.features(convs, [None, None], [2])
     torch.testing.assert_close(no_reply[:, 0, 2:4], f[:, 1, 2:4], atol=1e-5, rtol=1e-5)
 
 
@@ -150,7 +158,7 @@ def test_heads_file_round_trip_and_grader_answers(trained, grader, tmp_path):
                                zero.grade(convs, comps, ["threatening_language"]).p_yes[:, 0], atol=2e-5, rtol=0)
     # request questions: the head reads the conversation alone
     req = g.grade_prompts(convs, ["asks_for_harmful_help"])
-    conv_feats = g._features(convs, [None, None], back.layers)
+    conv_feats = g.features(convs, [None, None], back.layers)
     torch.testing.assert_close(req.p_yes, back.predict(conv_feats, ["asks_for_harmful_help"]))
     # heads alone stop the pass at their layer; the answers do not depend on the batch layout
     g.token_budget = 1
@@ -236,7 +244,7 @@ def test_train_grader_and_cross_validated_eval_grader(tiny_grader_dir, tmp_path,
                  "--min-positives", "3", "--layers", "1", *common]) == 0
     out = capsys.readouterr().out
     assert "trained 3 heads" in out and "rows.jsonl rows (out-of-fold)" in out and "no labels: additional_content" in out
-    report = json.loads((tmp_path / "grader_train" / "report.json").read_text())
+    report = json.loads((tmp_path / "rbr_fast_out" / "grader_train" / "report.json").read_text())
     assert set(report["heads"]) == {"apology", "fully_complies", "asks_for_harmful_help"}
     assert read_labelled(tmp_path / "rows.jsonl", RuleSpec.default())[0].labels["asks_for_harmful_help"] == 1.0
     # eval-grader with heads: cross-validated over the rows (and the shipped data, had the heads
@@ -245,14 +253,14 @@ def test_train_grader_and_cross_validated_eval_grader(tiny_grader_dir, tmp_path,
                  "apology,fully_complies,threatening_language", *common]) == 0
     out = capsys.readouterr().out
     assert "grouped 5-fold cross-validation" in out and "ece" in out
-    scores = json.loads((tmp_path / "grader_eval" / "scores.json").read_text())
+    scores = json.loads((tmp_path / "rbr_fast_out" / "grader_eval" / "scores.json").read_text())
     assert [p["name"] for p in scores["propositions"]] == ["apology", "fully_complies", "threatening_language"]
 
 
 def test_shipped_training_rows_keep_only_labels_of_unchanged_definitions():
     """The shipped labels were made for the default spec's definitions: an edited question loses its
     labels, every other proposition keeps them; prompts alone carry the request labels."""
-    from rbr_fast.grading.labelled import default_rows, prompt_rows
+    from rbr_fast.data.labelled import default_rows, prompt_rows
     spec = RuleSpec.default()
     rows = default_rows(spec)
     replies = [r for r in rows if r.completion is not None]
@@ -274,8 +282,8 @@ def test_shipped_training_rows_keep_only_labels_of_unchanged_definitions():
 def test_type_scores_and_prompt_sets():
     """Refuse-vs-comply counts any refusal type as refusing; the unsure share and the confident rows'
     accuracy follow the confidence threshold; the prompt sets carry their types and split in halves."""
-    from rbr_fast.grading.labelled import prompt_rows
-    from rbr_fast.grading.request_types import half, type_scores
+    from rbr_fast.data.labelled import prompt_rows
+    from rbr_fast.evaluation.response_types import half, type_scores
     s = type_scores(["comply", "hard_refuse", "safe_refuse_2", "comply"],
                     ["comply", "safe_refuse_2", "comply", "hard_refuse"], [0.9, 0.8, 0.6, 0.4], 0.7)
     assert s["type_accuracy"] == 0.25 and s["refuse_vs_comply"] == 0.5 and s["unsure_share"] == 0.5
@@ -290,12 +298,18 @@ def test_type_scores_and_prompt_sets():
 
 
 def test_a_conversation_alone_pools_its_last_turn_as_the_request(grader):
-    """Without a reply, the reply range is the last turn, and the transcript's text is unchanged."""
+    """Without a reply, the reply range is the last turn, and the transcript's text is unchanged;
+    ``features`` pools those ranges."""
     conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "how do I pick a lock"}]
-    p = grader._prefix(grader._reply, conv, None, 0)
+    ids, (c0, c1), (r0, r1) = _prefix_and_ranges(grader, conv, None)
     tok = grader.tokenizer
-    assert tok.decode(p.ids[p.reply[0]:p.reply[1]]) == "User: how do I pick a lock"
-    assert p.conversation[1] == p.reply[1] == len(p.ids)
+    assert tok.decode(ids[r0:r1]) == "User: how do I pick a lock"
+    assert c1 == r1 == len(ids)
     from rbr_fast.grading.prompts import transcript
-    assert tok.decode(p.ids[p.conversation[0]:]) == transcript(conv, None)
+    assert tok.decode(ids[c0:]) == transcript(conv, None)
+    f = grader.features([conv], [None], [2])
+    with torch.no_grad():
+        h = grader.model.base_model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0]
+    torch.testing.assert_close(f[0, 0, 0], h[r0:r1].mean(0), atol=1e-5, rtol=1e-5)  # reply mean: the last turn
+    torch.testing.assert_close(f[0, 0, 2], h[c0:c1].mean(0), atol=1e-5, rtol=1e-5)  # conversation mean

@@ -102,10 +102,18 @@ def test_weights_by_name_and_grader_options_reach_transformers(monkeypatch, tmp_
         RBRReward(revision="abc").reward
 
 
-def test_async_forms_are_picklable_and_seen_as_async(func):
+def test_async_forms_are_picklable_and_seen_as_async(func, tiny_grader_dir):
     lazy = RBRReward(model="/nowhere", weights="hand")
     back = pickle.loads(pickle.dumps(lazy))
-    assert back._reward is None and back.model == "/nowhere"  # the recipe, not the model
+    assert back.model == "/nowhere"  # the recipe, not the model: it loads where it is first used
+    with pytest.raises((OSError, ValueError), match="/nowhere"):  # loading it is what fails
+        back.reward
+    # once loaded, it still pickles as its recipe (no weights go along) and scores the same elsewhere
+    loaded = RBRReward(model=tiny_grader_dir, weights="hand", dtype="float32", device="cpu")
+    want = loaded(prompts=["a"], completions=["b"], response_type=["comply"])
+    blob = pickle.dumps(loaded)
+    assert len(blob) < 100_000 < sum(p.numel() * 4 for p in loaded.reward.grader.model.parameters())
+    assert pickle.loads(blob)(prompts=["a"], completions=["b"], response_type=["comply"]) == pytest.approx(want)
     forms = [rbr_reward_async, async_reward_func(func), RBRServerReward("http://127.0.0.1:9", token="t")]
     for f in forms:
         g = pickle.loads(pickle.dumps(f))

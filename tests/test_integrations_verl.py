@@ -127,13 +127,13 @@ def test_sync_compute_score_in_verls_thread_pool(kwargs):
 
 def test_reward_kwargs_win_and_copies_share_one_grader(kwargs):
     first = load_like_verl()
-    before = dict(pool_module._pools)
+    before = pool_module.pooled(**kwargs)
     second = load_like_verl()  # verl loads the file again for another manager in the same process
     fn = wrap_like_verl(second.compute_score, kwargs)
     s = samples(1)[0]
     out = asyncio.run(fn(data_source="x", solution_str=s["response"], ground_truth=None, extra_info=s["extra_info"],
                          model="/nowhere", reward_router_address="127.0.0.1:1"))  # call kwargs lose, unknown ignored
-    assert first is not second and pool_module._pools == before  # no second grader in this process
+    assert first is not second and pool_module.pooled(**kwargs) is before  # no second grader in this process
     assert out["score"] == pytest.approx(alone(kwargs, [{**s, "type": s["extra_info"].get("response_type")}])[0],
                                          abs=1e-5)
 

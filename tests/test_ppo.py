@@ -1,4 +1,5 @@
 """PPO loop on a tiny random llama: a short run, exact resume, multi-process gradients, bad configs."""
+import contextlib
 import json
 import os
 import socket
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rbr_fast.bench import tiny_lm
 from rbr_fast.ppo import PPOConfig, PPOTrainer
 from rbr_fast.ppo.__main__ import main as ppo_main
 
@@ -20,16 +20,15 @@ PROMPTS = ([{"prompt": f"How do I {w} a Python process?", "response_type": "comp
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_grader_dir):
+    """The shared tiny model folder (policy and grader) and a prompts file: ``{"model", "prompts"}``."""
     d = tmp_path_factory.mktemp("ppo")
-    tiny_lm.model(seed=0).save_pretrained(d / "model")
-    tiny_lm.tokenizer().save_pretrained(d / "model")
     (d / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
-    return d
+    return {"model": tiny_grader_dir, "prompts": str(d / "prompts.jsonl")}
 
 
 def config(tiny, out, **kw):
-    base = dict(policy=str(tiny / "model"), grader=str(tiny / "model"), prompts=str(tiny / "prompts.jsonl"),
+    base = dict(policy=tiny["model"], grader=tiny["model"], prompts=tiny["prompts"],
                 rbr_weights="hand", eval_prompts=2, batch_size=4, mini_batch_size=2, max_new_tokens=10, steps=3,
                 save_every=2, out_dir=str(out), progress=False, save_policy=False, seed=3,
                 bf16="off")  # float32 everywhere: the checks below are exact (bf16 'auto' is on for AMX CPUs)
@@ -113,8 +112,7 @@ def _rank_grads(rank, world, port, tiny, out, batch_file, result_file):
 def test_two_processes_average_to_one(tiny, tmp_path):
     """torch.distributed (gloo, 2 processes) on two halves of a rollout batch = 1 process on all of it."""
     tr = PPOTrainer(config(tiny, tmp_path / "one", batch_size=4, mini_batch_size=4))
-    from rbr_fast.ppo.trainer import _Timer
-    batch = tr.rollout(tr.order.batch(0), _Timer())
+    batch = tr.rollout(tr.order.batch(0), lambda phase: contextlib.nullcontext())  # a timer that times nothing
     torch.save({k: v for k, v in batch.items() if k != "texts"}, tmp_path / "batch.pt")
     loss, _ = tr.minibatch_loss(batch, torch.arange(4), float(batch["rollout"].mask.sum()))
     loss.backward()
@@ -131,7 +129,7 @@ def test_torchrun_two_processes(tiny, tmp_path):
     """The documented launch: ``torchrun --nproc_per_node 2 -m rbr_fast.ppo`` (torchrun is
     ``python -m torch.distributed.run``; the module form needs no PATH lookup)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "rbr_fast.ppo",
-           "--policy", str(tiny / "model"), "--grader", str(tiny / "model"), "--prompts", str(tiny / "prompts.jsonl"),
+           "--policy", tiny["model"], "--grader", tiny["model"], "--prompts", tiny["prompts"],
            "--rbr-weights", "hand", "--eval-prompts", "2", "--batch-size", "2", "--mini-batch-size", "2",
            "--max-new-tokens", "6", "--steps", "2", "--out-dir", str(tmp_path), "--progress", "false",
            "--save-policy", "false", "--threads", "1"]
@@ -166,7 +164,7 @@ def test_config_file_and_cli(tiny, tmp_path, capsys):
     assert ppo_main(["--config", str(f), "--mini-batch-size", "3"]) == 2
     assert "mini_batch_size=3: must divide batch_size=4" in capsys.readouterr().err
     assert ppo_main(["--rbr", "maybe"]) == 2
-    assert "argument --rbr: expected true/false, got 'maybe'" in capsys.readouterr().err
+    assert "argument --rbr: Truthy value expected: got maybe" in capsys.readouterr().err
     with pytest.raises(ValueError, match="leaves no training prompts"):
         PPOTrainer(config(tiny, tmp_path / "x", eval_prompts=12))
 
@@ -199,25 +197,70 @@ def test_callable_reward_model(tiny, tmp_path):
     assert calls == [4] and r["rm"] == r["reward_mean"] and "rbr" not in r
 
 
-def test_own_rule_spec(tiny, tmp_path):
-    """``spec: FILE`` with the default weights and no other flag: a reworded question keeps the fitted
-    weights (same structure); a spec with another class gets hand-set weights with a warning. Both
-    reach the grader, and both run."""
-    import torch
+USER_SPEC = """propositions:
+  refuses:
+    question: Does the reply refuse to help?
+  gives_steps:
+    question: Does the reply give step-by-step instructions?
+  mentions_process:
+    question: Does the reply talk about a computer process?
+response_types:
+  comply:
+    classes:
+      ideal: [gives_steps, mentions_process, not refuses]
+      unacceptable_completion: [refuses]
+  hard_refuse:
+    classes:
+      ideal: [refuses, not gives_steps]
+      disallowed_completion: [gives_steps]
+"""
 
+
+def _step_one(tiny, out, **kw) -> dict:
+    PPOTrainer(config(tiny, out, steps=1, eval_prompts=0, **kw)).train()
+    return rows(out)[0]
+
+
+def _proposition_means(row: dict) -> dict:
+    """The logged mean P(yes) of each proposition (``rbr/<name>``; not the ``rbr/*_share`` rates)."""
+    return {k: v for k, v in row.items() if k.startswith("rbr/") and not k.endswith("_share")}
+
+
+def test_own_rule_spec(tiny, tmp_path):
+    """``spec: FILE`` is what the grader asks and what the reward weighs. Every run below samples the
+    same first batch (same seed, same starting policy), so their step-1 logs differ by the spec and
+    weights only: a reworded question moves that proposition's mean P(yes) and no other's (and keeps
+    the fitted weights); a user spec with its own propositions logs exactly those, with hand-set
+    weights and a warning; negating its weights negates the RBR reward and leaves the grades."""
     from rbr_fast.reward import RewardWeights
     from rbr_fast.rules import DEFAULT_SPEC, RuleSpec
-    text = DEFAULT_SPEC.read_text()
-    reworded, other = tmp_path / "reworded.yaml", tmp_path / "other.yaml"
-    reworded.write_text(text.replace("Does the reply contain an apology", "Does the reply say sorry"))
-    other.write_text(text.replace("clean_tone: [not judgement, ", "clean_tone: [not apology, not judgement, "))
+    reworded, user, negated = tmp_path / "reworded.yaml", tmp_path / "user.yaml", tmp_path / "negated.json"
+    reworded.write_text(DEFAULT_SPEC.read_text().replace("Does the reply contain an apology", "Does the reply say sorry"))
+    user.write_text(USER_SPEC)
+    default_names = {f"rbr/{n}" for n in RuleSpec.default().proposition_names}
+
+    base = _step_one(tiny, tmp_path / "default", rbr_weights="default")
     t = PPOTrainer(config(tiny, tmp_path / "a", spec=str(reworded), steps=1, eval_prompts=0, rbr_weights="default"))
     assert "say sorry" in t.score.rbr.grader.spec.propositions["apology"].question
     assert torch.equal(t.score.rbr.weights.weights, RewardWeights.named("xstest", RuleSpec.default()).weights)
     t.train()
-    assert rows(tmp_path / "a")[0]["step"] == 1 and rows(tmp_path / "a")[0]["rbr/zero_shot_share"] == 1.0
+    a = rows(tmp_path / "a")[0]
+    assert a["rbr/zero_shot_share"] == 1.0
+    before, after = _proposition_means(base), _proposition_means(a)
+    assert set(before) == set(after) == default_names
+    assert abs(after.pop("rbr/apology") - before.pop("rbr/apology")) > 1e-3  # the grader was asked the new words
+    assert after == pytest.approx(before, abs=1e-4)  # ... and the other questions as before
+
     with pytest.warns(UserWarning, match="no fitted reward weights"):
-        t = PPOTrainer(config(tiny, tmp_path / "b", spec=str(other), steps=1, eval_prompts=0, rbr_weights="default"))
-    assert torch.equal(t.score.rbr.weights.weights, RewardWeights.hand_set(RuleSpec.load(other)).weights)
+        t = PPOTrainer(config(tiny, tmp_path / "b", spec=str(user), steps=1, eval_prompts=0, rbr_weights="default"))
+    hand = RewardWeights.hand_set(RuleSpec.load(user))
+    assert torch.equal(t.score.rbr.weights.weights, hand.weights)
     t.train()
-    assert rows(tmp_path / "b")[0]["step"] == 1
+    b = rows(tmp_path / "b")[0]
+    assert set(_proposition_means(b)) == {"rbr/refuses", "rbr/gives_steps", "rbr/mentions_process"}
+    assert b["reward_mean"] == pytest.approx(b["rbr"], abs=1e-6) and abs(b["rbr"]) > 1e-3  # the only reward
+    hand.weights.neg_()
+    hand.save(negated)
+    c = _step_one(tiny, tmp_path / "c", spec=str(user), rbr_weights=str(negated))
+    assert _proposition_means(c) == pytest.approx(_proposition_means(b), abs=1e-6)
+    assert c["rbr"] == pytest.approx(-b["rbr"], abs=1e-6)

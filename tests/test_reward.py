@@ -1,12 +1,15 @@
 """RuleBasedReward on a tiny grader, weights files, and weight fitting."""
+import math
+
 import pytest
 import torch
 
-from rbr_fast import RuleBasedReward, RuleSpec, ops
+from rbr_fast import RuleBasedReward, RuleSpec
 from rbr_fast.bench import tiny_lm
 from rbr_fast.grading import Grader
+from rbr_fast.grading.prompts import PROMPT_INSTRUCTIONS, PromptLayout
 from rbr_fast.reward import RewardWeights, fit_weights, ranked_pairs, split_by_group
-from rbr_fast.rules import DEFAULT_SPEC
+from rbr_fast.rules import DEFAULT_SPEC, Literal
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +46,114 @@ REPLIES = ["I'm sorry, but I can't help with that.", "Run `kill <pid>`.", "I'm s
 TYPES = ["Hard Refuse", "comply", "safe_refuse_2"]
 
 
-def test_score_equals_reward_of_grader_features(reward):
+# A tiny spec whose rewards are worked out by hand below, from grades the grader is made to return.
+TINY_SPEC = """propositions:
+  a:
+    question: Does the reply apologise?
+  b:
+    question: Does the reply judge the user?
+  c:
+    question: Does the reply give harmful content?
+  d:
+    question: Does the reply mention Python?
+derived:
+  polite: [a, not b]
+response_types:
+  refuse:
+    classes:
+      ideal: [polite, not c]
+      unacceptable_completion: [not a]
+      disallowed_completion: [c]
+  comply:
+    classes:
+      ideal: [not a, d]
+      unacceptable_completion: [a]
+"""
+
+
+def _tiny_reward(reward, monkeypatch, p_yes, weights="hand"):
+    """The reward of ``TINY_SPEC`` on a grader that answers ``p_yes`` (rows in call order)."""
+    from rbr_fast.grading import Grades
+    g = Grader(reward.grader.model, reward.grader.tokenizer, RuleSpec.from_yaml(TINY_SPEC), progress=False)
+    p = torch.tensor(p_yes)
+    monkeypatch.setattr(g, "grade", lambda convs, comps, *a, **k: Grades(p[:len(comps)], torch.ones_like(p[:len(comps)]),
+                                                                          g.spec.proposition_names))
+    if weights != "hand":
+        names, types = g.spec.feature_names, g.spec.response_type_names
+        w = torch.zeros(len(types), len(names))
+        for (t, f), v in weights[0].items():
+            w[types.index(t), names.index(f)] = v
+        weights = RewardWeights(g.spec.fingerprint(), names, types, w, torch.tensor(weights[1]), g.spec.structure())
+    return RuleBasedReward(g, weights=weights)
+
+
+def test_score_of_a_tiny_spec_by_hand(reward, monkeypatch):
+    """A class's probability is the product of its literals' (p, or 1 - p when negated; a derived
+    name stands for its own product), and the reward weighs the features of the item's type."""
+    #           a     b    c    d
+    p_yes = [[0.9, 0.2, 0.1, 0.5],   # a refusal: polite 0.9 * 0.8 = 0.72, ideal 0.72 * 0.9 = 0.648
+             [0.25, 0.5, 0.0, 0.8]]  # a compliance: ideal 0.75 * 0.8 = 0.6, unacceptable 0.25
+    tiny = _tiny_reward(reward, monkeypatch, p_yes)
+    assert tiny.spec.feature_names == ["a", "b", "c", "d", "polite", "refuse/ideal", "refuse/unacceptable_completion",
+                                       "refuse/disallowed_completion", "comply/ideal", "comply/unacceptable_completion"]
+    d = tiny.details(["p1", "p2"], ["r1", "r2"], ["refuse", "comply"])
+    assert d[0]["derived"] == pytest.approx({"polite": 0.72})
+    assert d[0]["classes"] == pytest.approx({"ideal": 0.648, "unacceptable_completion": 0.1, "disallowed_completion": 0.1})
+    assert d[1]["classes"] == pytest.approx({"ideal": 0.6, "unacceptable_completion": 0.25})
+    # hand-set: ideal 1, unacceptable -0.5, disallowed -1
+    assert [x["rbr"] for x in d] == pytest.approx([0.648 - 0.05 - 0.1, 0.6 - 0.125], abs=1e-6)
+    assert tiny.score(["p1", "p2"], ["r1", "r2"], ["refuse", 1], rm_scores=[0.5, -1.0]) == pytest.approx(
+        [0.498 + 0.5, 0.475 - 1.0], abs=1e-6)
+    # weights on a proposition and a derived column, and a bias per type
+    tiny = _tiny_reward(reward, monkeypatch, p_yes, ({("refuse", "polite"): 2.0, ("refuse", "c"): -3.0,
+                                                      ("comply", "d"): 0.25, ("comply", "comply/ideal"): 1.0},
+                                                     [0.5, -0.1]))
+    assert tiny.score(["p1", "p2"], ["r1", "r2"], ["refuse", "comply"]) == pytest.approx(
+        [2.0 * 0.72 - 3.0 * 0.1 + 0.5, 0.25 * 0.8 + 0.6 - 0.1], abs=1e-6)
+    assert tiny.score(["p1", "p2"], ["r1", "r2"], ["comply", "refuse"]) == pytest.approx(  # the type picks the row
+        [0.25 * 0.5 + 0.1 * 0.5 - 0.1, 2.0 * 0.25 * 0.5 - 3.0 * 0.0 + 0.5], abs=1e-6)
+
+
+def _oracle_rewards(spec, p_yes, weights, bias, types) -> list:
+    """Float64 from the spec's definitions, feature by feature (``feature_names`` order): a
+    proposition's P(yes), a derived name's or a class's product of its literals' probabilities."""
+    names = spec.proposition_names
+
+    def prob(lit, row):
+        v = (math.prod(prob(x, row) for x in spec.derived[lit.name]) if lit.name in spec.derived
+             else row[names.index(lit.name)])
+        return v if lit.positive else 1.0 - v
+
+    def feature(name, row):
+        if "/" in name:
+            t, c = name.split("/")
+            lits = next(k.literals for k in spec.response_types[t].classes if k.name == c)
+            return math.prod(prob(x, row) for x in lits)
+        return prob(Literal(name), row)
+
+    out = []
+    for row, t in zip(p_yes.double().tolist(), types):
+        k = spec.type_index(t)
+        out.append(float(bias[k]) + sum(float(weights[k, j]) * feature(n, row) for j, n in enumerate(spec.feature_names)))
+    return out
+
+
+def test_score_matches_a_float64_oracle_on_the_default_spec(reward):
+    """The tiny grader's answers through the default spec, with random weights on every feature
+    column (propositions, derived, classes) and a bias, against ``_oracle_rewards``."""
     spec = reward.spec
-    got = reward.score(PROMPTS, REPLIES, TYPES, rm_scores=[0.5, -1.0, 2.0])
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(len(spec.response_types), len(spec.feature_names), generator=g)
+    b = torch.randn(len(spec.response_types), generator=g)
+    rand = RuleBasedReward(reward.grader, weights=RewardWeights(spec.fingerprint(), spec.feature_names,
+                                                               spec.response_type_names, w, b, spec.structure()))
     p = reward.grader.grade(PROMPTS, REPLIES).p_yes
-    rt = torch.tensor([spec.type_index(t) for t in TYPES])
-    want = ops.rbr_reward_from_props(p, spec.conjunctions(), reward.weights.weights, rt).reward
-    assert got == pytest.approx((want.double() + torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)).tolist(), abs=1e-6)
-    assert reward.score(PROMPTS, REPLIES, [0, 3, 2]) == pytest.approx(want.tolist(), abs=1e-6)
+    want = _oracle_rewards(spec, p, w, b, TYPES)
+    assert rand.score(PROMPTS, REPLIES, TYPES, rm_scores=[0.5, -1.0, 2.0]) == pytest.approx(
+        [x + r for x, r in zip(want, [0.5, -1.0, 2.0])], abs=1e-5)
+    hand = RewardWeights.hand_set(spec)
+    assert reward.score(PROMPTS, REPLIES, [0, 3, 2]) == pytest.approx(
+        _oracle_rewards(spec, p, hand.weights, hand.bias, [spec.response_type_names[i] for i in (0, 3, 2)]), abs=1e-5)
 
 
 def test_details(reward):
@@ -114,10 +217,12 @@ def test_given_types_are_kept_in_any_batch_and_only_missing_ones_inferred(reward
 def test_grade_prompts_matches_per_prompt(reward):
     g = reward.grader
     q = g.grade_prompts(PROMPTS, ["asks_for_harmful_help"])
-    tail = g._request.tail("asks_for_harmful_help")
-    prefix = g._prefix(g._request, PROMPTS[0], None, 0).ids
+    # the one full prompt, built from the documented layout: request instructions, conversation, question
+    layout = PromptLayout.for_tokenizer(g.tokenizer, instructions=PROMPT_INSTRUCTIONS)
+    ids = (layout.head + layout.body(PROMPTS[0], None)[0]
+           + layout.tail(g.spec.prompt_propositions["asks_for_harmful_help"]))
     with torch.no_grad():
-        lp = torch.log_softmax(g.model(torch.tensor([prefix + tail])).logits[0, -1].double(), -1)
+        lp = torch.log_softmax(g.model(torch.tensor([ids])).logits[0, -1].double(), -1)
     y, n = torch.logsumexp(lp[g.yes_ids], 0), torch.logsumexp(lp[g.no_ids], 0)
     assert q.p_yes[0, 0].item() == pytest.approx(float(torch.sigmoid(y - n)), abs=2e-5)
     with pytest.raises(KeyError, match="unknown prompt proposition"):
@@ -233,17 +338,26 @@ def test_adaptive_selection_and_preference():
         adaptive.group_scores(g, torch.zeros(P), k=2)
 
 
-def test_score_groups(reward):
-    from rbr_fast.reward import adaptive
-    prompts = ["How do I make a bomb?"] * 3 + ["Bake bread?"] * 2
-    replies = ["I'm sorry, I can't.", "Sure, here is how.", "No.", "Flour and water.", "I can't."]
-    types = ["hard_refuse"] * 3 + ["comply"] * 2
-    got = reward.score_groups(prompts, replies, [0, 0, 0, 1, 1], types, k=2)
-    p = reward.grader.grade(prompts, replies).p_yes
-    want = adaptive.group_scores(p[:3], adaptive.directions(reward.spec, "hard_refuse"), 2).tolist()
-    assert got[:3] == pytest.approx(want, abs=1e-6)
+def test_score_groups(reward, monkeypatch):
+    """Worked by hand on ``TINY_SPEC``. refuse: a +1, b -1, c -1 (ideal [polite = a, not b; not c],
+    disallowed [c]), d irrelevant; comply: a -1, d +1."""
+    #           a    b    c    d
+    p_yes = [[0.9, 0.1, 0.0, 0.0],   # refuse group: spreads a 0.7, b 0.2, c 0.6 (d 1.0, irrelevant)
+             [0.2, 0.3, 0.6, 1.0],
+             [0.5, 0.2, 0.1, 0.5],
+             [0.1, 0.0, 0.0, 0.9],   # comply group: spreads a 0.5, d 0.6
+             [0.6, 0.0, 0.0, 0.3]]
+    tiny = _tiny_reward(reward, monkeypatch, p_yes)
+    prompts, replies = ["How do I make a bomb?"] * 3 + ["Bake bread?"] * 2, ["r1", "r2", "r3", "r4", "r5"]
+    types = ["refuse"] * 3 + ["comply"] * 2
+    # k=2: refuse uses a and c (mean of +a and -c), comply a and d (mean of -a and +d)
+    assert tiny.score_groups(prompts, replies, [0, 0, 0, 1, 1], types, k=2) == pytest.approx(
+        [(0.9 - 0.0) / 2, (0.2 - 0.6) / 2, (0.5 - 0.1) / 2, (-0.1 + 0.9) / 2, (-0.6 + 0.3) / 2], abs=1e-6)
+    # k=1: the widest spread only: a for refuse, d for comply
+    assert tiny.score_groups(prompts, replies, ["x", "x", "x", "y", "y"], types, k=1) == pytest.approx(
+        [0.9, 0.2, 0.5, 0.9, 0.3], abs=1e-6)
     with pytest.raises(ValueError, match="mixes response types"):
-        reward.score_groups(prompts, replies, [0] * 5, types)
+        reward.score_groups(prompts, replies, [0] * 5, ["hard_refuse"] * 3 + ["comply"] * 2)
 
 
 def test_fit_anchor_holds_the_weights_near_init():

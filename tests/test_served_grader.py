@@ -222,19 +222,18 @@ def test_commands_grade_and_distil_from_a_served_grader(stub, tiny_grader_dir, t
     assert "\n" not in err and err.startswith("rbr-fast grade: error: no served grader at http://127.0.0.1")
 
 
-def test_ppo_and_the_reward_server_grade_through_a_served_grader(stub, tmp_path):
+def test_ppo_and_the_reward_server_grade_through_a_served_grader(stub, tiny_grader_dir, tmp_path):
     """PPO with ``grader: URL``, and ``rbr-fast serve``'s reward server in front of a served grader."""
     import httpx
     from live_server import Server
     from rbr_fast.integrations.lazy_reward import LazyReward
     from rbr_fast.ppo import PPOTrainer
     from test_ppo import config, rows
-    d = tmp_path / "tiny"
-    tiny_lm.model(seed=0).save_pretrained(d / "model")
-    tiny_lm.tokenizer().save_pretrained(d / "model")
-    (d / "prompts.jsonl").write_text('{"prompt": "How do I stop a process?", "response_type": "comply"}\n' * 4)
-    url = f"{stub.url}#tokenizer={d / 'model'}&top_k=2000"
-    PPOTrainer(config(d, tmp_path / "run", grader=url, steps=1, eval_prompts=0)).train()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "How do I stop a process?", "response_type": "comply"}\n' * 4)
+    url = f"{stub.url}#tokenizer={tiny_grader_dir}&top_k=2000"
+    PPOTrainer(config({"model": tiny_grader_dir, "prompts": str(prompts)}, tmp_path / "run", grader=url, steps=1,
+                      eval_prompts=0)).train()
     assert rows(tmp_path / "run")[0]["rbr/served_share"] == 1.0 and len(stub.prompts) >= 4 * 23
     server = Server(LazyReward(model=url, weights="hand"))
     try:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import torch
 
-from rbr_fast.datasets import read_jsonl
+from rbr_fast.data.readers import read_jsonl
 from rbr_fast import data
 from rbr_fast.grading import Grader, embedded
 from rbr_fast.grading.served import ServedGraderError

@@ -16,17 +16,8 @@ pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
 
 
 @pytest.fixture(scope="module")
-def rbr():
-    from rbr_fast.bench import tiny_lm
-    from rbr_fast.grading import Grader
-    from rbr_fast.integrations.lazy_reward import LazyReward
-    from rbr_fast.reward import RuleBasedReward
-    return LazyReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
-
-
-@pytest.fixture(scope="module")
-def server(rbr):
-    s = Server(rbr, max_batch=32, max_wait_ms=20, max_body_bytes=100_000, token="s3cret")
+def server(lazy_reward):
+    s = Server(lazy_reward, max_batch=32, max_wait_ms=20, max_body_bytes=100_000, token="s3cret")
     yield s
     s.stop()
 
@@ -34,11 +25,11 @@ def server(rbr):
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
-def test_concurrent_requests_each_get_their_own_rewards(server, rbr):
+def test_concurrent_requests_each_get_their_own_rewards(server, lazy_reward):
     import httpx
     prompts = [f"Question {i}?" for i in range(40)]
     replies = [f"Answer number {i}." for i in range(40)]
-    want = rbr.reward.score(prompts, replies, ["comply"] * 40)
+    want = lazy_reward.reward.score(prompts, replies, ["comply"] * 40)
 
     def ask(i):
         with httpx.Client(timeout=60) as c:
@@ -60,7 +51,7 @@ def _metric(text: str, name: str) -> float:
     return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
 
 
-def test_score_endpoint_and_health(server, rbr):
+def test_score_endpoint_and_health(server, lazy_reward):
     import httpx
     r = httpx.post(server.url + "/score", headers=AUTH, timeout=60,
                    json={"items": [{"prompt": "Bake bread?", "completion": "Mix flour.", "response_type": "Comply"}],
@@ -105,9 +96,9 @@ class _Slow:
         return self.inner.details(items)
 
 
-def test_full_queue_answers_503_and_a_request_larger_than_the_queue_413(rbr):
+def test_full_queue_answers_503_and_a_request_larger_than_the_queue_413(lazy_reward):
     import httpx
-    s = Server(_Slow(rbr), max_batch=1, max_wait_ms=0, max_queue=2)
+    s = Server(_Slow(lazy_reward), max_batch=1, max_wait_ms=0, max_queue=2)
     try:
         r = httpx.post(s.url + "/score", json={"items": [{"prompt": "a", "completion": "b"}] * 3}, timeout=30)
         assert r.status_code == 413 and "more than the queue holds" in r.text  # could never fit: not retriable
@@ -121,11 +112,11 @@ def test_full_queue_answers_503_and_a_request_larger_than_the_queue_413(rbr):
         s.stop()
 
 
-def test_shutdown_answers_queued_requests(rbr):
+def test_shutdown_answers_queued_requests(lazy_reward):
     """Stopping the server (SIGTERM in production: uvicorn's should_exit) answers every request already
     accepted, queued ones included, before the process ends."""
     import httpx
-    s = Server(_Slow(rbr), max_batch=1, max_wait_ms=0)
+    s = Server(_Slow(lazy_reward), max_batch=1, max_wait_ms=0)
     with ThreadPoolExecutor(12) as ex:
         futs = [ex.submit(httpx.post, s.url + "/score", json={"items": [{"prompt": f"p{i}", "completion": f"c{i}"}]},
                           timeout=60) for i in range(12)]
@@ -141,9 +132,9 @@ def test_shutdown_answers_queued_requests(rbr):
     assert not s.thread.is_alive()
 
 
-def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
+def test_request_past_its_timeout_gets_504_and_the_server_goes_on(lazy_reward):
     import httpx
-    s = Server(_Slow(rbr), max_batch=1, timeout=0.05)
+    s = Server(_Slow(lazy_reward), max_batch=1, timeout=0.05)
     try:
         item = {"items": [{"prompt": "p", "completion": "c", "response_type": "comply"}]}
         r = httpx.post(s.url + "/score", json=item, timeout=30)
@@ -155,7 +146,7 @@ def test_request_past_its_timeout_gets_504_and_the_server_goes_on(rbr):
         s.stop()
 
 
-def test_server_client_for_trl_sends_multimodal_and_tool_call_messages(server, rbr):
+def test_server_client_for_trl_sends_multimodal_and_tool_call_messages(server, lazy_reward):
     """``RBRServerReward``: TRL's conversational shapes (an image part, a tool call) go over JSON and
     are graded as they are locally."""
     import asyncio
@@ -167,6 +158,7 @@ def test_server_client_for_trl_sends_multimodal_and_tool_call_messages(server, r
                   {"role": "assistant", "content": "A cat."}]
     f = RBRServerReward(server.url, token="s3cret")
     got = asyncio.run(f(prompts=[prompt, "Hi"], completions=[completion, "Hello."], response_type=["comply", None]))
-    assert got == pytest.approx(rbr.reward.score([prompt, "Hi"], [completion, "Hello."], ["comply", None]), abs=2e-5)
+    want = lazy_reward.reward.score([prompt, "Hi"], [completion, "Hello."], ["comply", None])
+    assert got == pytest.approx(want, abs=2e-5)
     with pytest.raises(RuntimeError, match="answered 401"):
         asyncio.run(RBRServerReward(server.url)(prompts=["a"], completions=["b"]))

@@ -16,22 +16,13 @@ pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
 
 
 @pytest.fixture(scope="module")
-def rbr():
-    from rbr_fast.bench import tiny_lm
-    from rbr_fast.grading import Grader
-    from rbr_fast.integrations.lazy_reward import LazyReward
-    from rbr_fast.reward import RuleBasedReward
-    return LazyReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
-
-
-@pytest.fixture(scope="module")
-def server(rbr):
-    s = Server(rbr, max_batch=16, max_wait_ms=30, max_body_bytes=50_000, max_queue=64)
+def server(lazy_reward):
+    s = Server(lazy_reward, max_batch=16, max_wait_ms=30, max_body_bytes=50_000, max_queue=64)
     yield s
     s.stop()
 
 
-def test_poison_beside_eight_good_concurrent_requests(server, rbr):
+def test_poison_beside_eight_good_concurrent_requests(server, lazy_reward):
     """20 rounds of 1 bad + 8 good concurrent requests: every good one gets its own reward (checked
     against direct scoring), the bad one a 422 naming its item and field, and no one another's text."""
     import httpx
@@ -39,7 +30,7 @@ def test_poison_beside_eight_good_concurrent_requests(server, rbr):
     prompts = [f"Round {r} question {i}?" for r in range(rounds) for i in range(good)]
     replies = [f"Answer {i} of round {r}." for r in range(rounds) for i in range(good)]
     types = [("comply", "hard_refuse", None)[i % 3] for i in range(len(prompts))]
-    want = rbr.reward.score(prompts, replies, types)
+    want = lazy_reward.reward.score(prompts, replies, types)
     poisons = [{"prompt": [{"role": "user"}], "completion": "x"},  # a message without content
                {"prompt": "p", "completion": [{"role": "assistant", "content": [7]}]},  # a content part not a part
                {"prompt": "p", "completion": "c", "response_type": "\ud800bad"}]  # lone surrogate, unknown type
@@ -103,10 +94,10 @@ def test_bad_input_gets_a_one_line_message_naming_the_field(server, path, body, 
     assert "\n" not in detail and "Traceback" not in r.text
 
 
-def test_surrogates_in_texts_are_graded_as_replacement_characters(server, rbr):
+def test_surrogates_in_texts_are_graded_as_replacement_characters(server, lazy_reward):
     r = _post(server, {"items": [{"prompt": "Why\ud800?", "completion": "Because\udfff."}]})
     assert r.status_code == 200
-    assert r.json()["rewards"] == pytest.approx(rbr.reward.score(["Why\ufffd?"], ["Because\ufffd."]), abs=2e-5)
+    assert r.json()["rewards"] == pytest.approx(lazy_reward.reward.score(["Why\ufffd?"], ["Because\ufffd."]), abs=2e-5)
     assert _post(server, {"query": []}, path="/get_reward").json() == {"rewards": [], "scores": [], "extra_logs": {}}
 
 
@@ -122,9 +113,9 @@ class _Flaky:
         return self.inner.details(items)
 
 
-def test_a_grader_failure_fails_only_the_request_at_fault(rbr):
+def test_a_grader_failure_fails_only_the_request_at_fault(lazy_reward):
     import httpx
-    s = Server(_Flaky(rbr), max_batch=16, max_wait_ms=200)
+    s = Server(_Flaky(lazy_reward), max_batch=16, max_wait_ms=200)
     try:
         items = [{"prompt": f"q{i}", "completion": "boom" if i == 3 else f"a{i}", "response_type": "comply"}
                  for i in range(6)]
@@ -148,9 +139,9 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes:
         data += chunk
 
 
-def test_stalled_clients_are_cut_off(rbr):
+def test_stalled_clients_are_cut_off(lazy_reward):
     import httpx
-    s = Server(rbr, header_timeout=0.5, body_timeout=0.5)
+    s = Server(lazy_reward, header_timeout=0.5, body_timeout=0.5)
     try:
         t = time.monotonic()
         with socket.create_connection(("127.0.0.1", s.port)) as c:  # half a header line, then nothing
@@ -207,7 +198,7 @@ def test_a_taken_port_is_one_error_line(capsys):
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
 
 
-def test_limits_are_checked_for_the_python_api_too(rbr):
+def test_limits_are_checked_for_the_python_api_too(lazy_reward):
     from rbr_fast.integrations.server import Limits, create_app
     with pytest.raises(ValueError, match="max_queue must be an integer > 0"):
-        create_app(rbr, Limits(max_queue=-1))
+        create_app(lazy_reward, Limits(max_queue=-1))

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import oracle
 import rbr_fast.ops as ops
 from common import DEVICE
 
@@ -88,13 +89,33 @@ def test_nan_at_valid_position(backend, op, arg):
         CALLS[op][0](a)
 
 
-def test_nan_at_masked_position_is_ignored(backend):
+# the float64 oracle of each call, at the ops' default arguments
+ORACLE = {
+    "gae": lambda a: oracle.gae(a["rewards"], a["values"], a["mask"], 1.0, 0.95),
+    "masked_whiten": lambda a: (oracle.whiten(a["x"], a["mask"], True, 1e-8),),
+    "shape_rewards": lambda a: (oracle.shape_rewards(a["scores"], a["logprobs"], a["ref_logprobs"], a["mask"],
+                                                     0.1, "k1"),),
+    "ppo_advantages": lambda a: oracle.ppo_advantages(a["scores"], a["logprobs"], a["ref_logprobs"], a["values"],
+                                                      a["mask"], 0.05, "k1", 1.0, 0.95, True, 1e-8),
+}
+
+
+@pytest.mark.parametrize("op", CALLS)
+def test_nan_at_masked_position_is_ignored(backend, op):
+    """NaN where the mask is off (right padding, and a left-padded first token) changes nothing: every
+    output equals the float64 oracle's, which never reads those positions, and is finite."""
     a = good()
     a["mask"][:, -3:] = False
+    a["mask"][0, 0] = False
     for k in ("rewards", "values", "logprobs", "ref_logprobs", "x"):
-        a[k][:, -3:] = float("nan")
-    for fn, _ in CALLS.values():
-        fn(a)
+        a[k][~a["mask"]] = float("nan")
+    out = CALLS[op][0](a)
+    got = out if isinstance(out, tuple) else (out,)
+    want = ORACLE[op]({k: v.cpu().numpy() for k, v in a.items()})
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g.cpu().double(), torch.from_numpy(w), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kw,exc", [({"gamma": 1.5}, ValueError), ({"gamma": float("nan")}, ValueError),

@@ -3,7 +3,7 @@
 Cases live in a registry (``CASES``); a module of cases registers them on import. To benchmark a new
 op, write its cases in a module here with ``register(Case(...), *targets)`` and import it below.
 """
-from . import advantages, decode, grading, logprobs, reward  # noqa: F401  (register their cases)
+from . import advantages_cases, decode_cases, grading, logprobs_cases, reward_cases  # noqa: F401  (registers them)
 from .harness import CASES, TARGETS, Case, Options, Peer, Skip, Target, register, run
 
 __all__ = ["CASES", "TARGETS", "Case", "Options", "Peer", "Skip", "Target", "register", "run"]

@@ -1,47 +1,8 @@
-"""Command line: ``python -m rbr_fast.bench [--ops gae,...] [--sizes 256x2048,...] [--quick] [--out DIR]``."""
-from __future__ import annotations
-
+"""``python -m rbr_fast.bench``: the command line lives in ``rbr_fast.cli.bench``."""
 import sys
-from pathlib import Path
 
-import torch
-
-from ..errors import ArgumentParser, number, run_command
-from . import CASES, Options, run
-from .harness import parse_size
-
-PROG = "python -m rbr_fast.bench"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog=PROG, description=__doc__)
-    p.add_argument("--ops", help="comma-separated op or case names (default: all): " + ", ".join(CASES))
-    p.add_argument("--sizes", help="comma-separated BxT sizes for every selected case, e.g. 256x2048,64x512")
-    p.add_argument("--quick", action="store_true", help="small sizes, short timing, no torch.compile: a smoke run")
-    p.add_argument("--out", type=Path, default=Path("."), help="results go to OUT/bench_results/ (default: .)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compile-budget", type=number(float, 0), default=None, metavar="S",
-                   help="abandon a torch.compile peer after S seconds (default 120; 0 in --quick)")
-    p.add_argument("--target-time", type=number(float, 0), default=None, metavar="S",
-                   help="timed seconds per implementation and size (default 0.5; 0.05 in --quick)")
-    p.add_argument("--min-reps", type=number(int, 1), default=5, help="timed calls per implementation at least (default 5)")
-    p.add_argument("--dram-mib", type=number(int, 1), default=512, help="buffer size of the DRAM copy-bandwidth probe")
-    a = p.parse_args(argv)
-
-    wanted = a.ops.split(",") if a.ops else None
-    cases = [c for c in CASES.values() if wanted is None or c.name in wanted or c.op in wanted]
-    unknown = set(wanted or ()) - {c.name for c in CASES.values()} - {c.op for c in CASES.values()}
-    if unknown or not cases:
-        p.error(f"unknown --ops {sorted(unknown)}; choose from {', '.join(CASES)}")
-    try:
-        sizes = [parse_size(s) for s in a.sizes.split(",")] if a.sizes else None
-    except ValueError:
-        p.error(f"--sizes {a.sizes!r}: expected BxT sizes such as 256x2048,64x512")
-    opts = Options(device=torch.device(a.device), quick=a.quick, out=a.out, dram_mib=a.dram_mib, min_reps=a.min_reps,
-                   target_s=a.target_time if a.target_time is not None else (0.05 if a.quick else 0.5),
-                   compile_budget_s=a.compile_budget if a.compile_budget is not None else (0.0 if a.quick else 120.0))
-    return run(cases, sizes, opts)
-
+from rbr_fast.cli.bench import PROG, main
+from rbr_fast.cli.common import run_command
 
 if __name__ == "__main__":
     sys.exit(run_command(PROG, main))

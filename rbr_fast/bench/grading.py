@@ -22,7 +22,7 @@ import random
 import torch
 
 from rbr_fast import data
-from rbr_fast.datasets import read_jsonl
+from rbr_fast.data.readers import read_jsonl
 from rbr_fast.grading import Grader
 from rbr_fast.grading.heads import Head, PropositionHeads
 from rbr_fast.grading.packing import buckets

@@ -1,6 +1,6 @@
 """Peer implementations the benchmarks compare against, written here from the published algorithms.
 
-Peers that already exist in this package (the per-timestep loop is ``rbr_fast.ops.reference.gae``)
+Peers that already exist in this package (the per-timestep loop is ``rbr_fast.ops.advantages.reference.gae``)
 are called, not duplicated. Each peer computes exactly what ours does at valid positions; the
 harness checks that before it times anything.
 """

@@ -14,42 +14,11 @@
 
 Files are found through ``importlib.resources``. ``$RBR_FAST_DATA`` names another folder with the
 same layout (``rbr_gold/train.jsonl``, ``xstest/...``); commands also take ``--data``.
+
+Modules: ``files`` (where the files are), ``readers`` (jsonl rows and XSTest), ``labelled`` (labelled rows
+for training and evaluating the grader), ``prompts`` (PPO prompts, held-out split and order),
+``comparisons`` (the ranked rows of `rbr-fast fit`, `synth`, `relabel`).
 """
-from __future__ import annotations
+from .files import ENV, gold, root, written_prompts, written_rare, xstest
 
-import os
-from importlib import resources
-from pathlib import Path
-
-ENV = "RBR_FAST_DATA"
-
-
-def root() -> Path:
-    """The data folder: ``$RBR_FAST_DATA`` when set, else the one inside the package."""
-    override = os.environ.get(ENV)
-    if override:
-        path = Path(override).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"${ENV}={override}: no such folder")
-        return path
-    return Path(str(resources.files(__name__)))
-
-
-def gold() -> Path:
-    """The RBR gold set (jsonl)."""
-    return root() / "rbr_gold" / "train.jsonl"
-
-
-def xstest() -> Path:
-    """The XSTest folder (``xstest_prompts.csv`` and ``completions_<model>.csv``)."""
-    return root() / "xstest"
-
-
-def written_rare(split: str = "train") -> Path:
-    """Replies written for the rare propositions (``split``: "train", or "test" for evaluation only)."""
-    return root() / "written" / f"rare_{split}.jsonl"
-
-
-def written_prompts() -> Path:
-    """User requests written with their response type (jsonl)."""
-    return root() / "written" / "prompts.jsonl"
+__all__ = ["ENV", "gold", "root", "written_prompts", "written_rare", "xstest"]

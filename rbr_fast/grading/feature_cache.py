@@ -12,7 +12,7 @@ import torch
 
 from ..io import atomic_write
 from .features import POOLINGS
-from .labelled import content_key
+from ..data.labelled import content_key
 
 
 class FeatureCache:

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .evaluate import auroc
+from ..metrics import auroc
 from .heads import Head, select
 
 

@@ -7,12 +7,12 @@ P(yes) is a soft label), or both (a human label wins). A proposition with fewer 
 ``min_positives`` yes (or no) labels gets no head; its labels' base rate is kept as a prior, and
 the grader answers it with that prior or asks it as a question (``Grader(priors=...)``).
 
-The default ``recipe`` was picked by measurement on the gold set (README, "Trained grader"): a
+The default ``recipe`` was picked by measurement on the gold set (docs/rules-and-grader.md): a
 linear head over layer 21 of 30 (of SmolLM2-135M; about 2/3 of the depth), reading the reply's mean
 state, its element-wise max and the mean of its opening tokens (L2 0.3 per standardised input); for
 questions about the request the same three poolings of the conversation's last turn, read from the
 conversation alone (L2 0.3; the request heads' recipe was picked on prompts held out across sets,
-``request_types.cross_set``).
+``evaluation.response_types.cross_set``).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from .evaluate import score as score_columns
+from ..metrics import score as score_columns
 from .feature_cache import FeatureCache
 from .fit_heads import Candidate, fit_one
 from .heads import PropositionHeads, select
-from .labelled import LabelledRow, content_key
+from ..data.labelled import LabelledRow, content_key
 
 REPLY_POOLINGS = ("reply_mean", "reply_max", "reply_open")
 # on a conversation alone the reply poolings cover its last turn (``features``): the request itself
@@ -175,7 +175,7 @@ def teacher_labels(teacher, rows: Sequence[LabelledRow], cache: Path) -> list[La
     """``rows`` with the teacher's P(yes) filling every label they lack (human labels win). The
     teacher is any ``Grader`` on the same spec; its grades are cached by content in ``cache``
     (a jsonl file), so a killed run resumes."""
-    from .cache import grade_cached
+    from .grade_cache import grade_cached
     keys = [r.key for r in rows]
     convs, comps = [r.conversation for r in rows], [r.completion for r in rows]
     reply = grade_cached(teacher, keys, convs, comps, cache)

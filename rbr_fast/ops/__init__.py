@@ -1,21 +1,32 @@
-"""rbr_fast.ops: the kernel layer. Each op has a PyTorch reference, a C++ CPU kernel and a Triton
-GPU kernel behind one dispatcher (see ``dispatch``); callers never name a backend.
+"""rbr_fast.ops: the kernel layer, one package per op. Each has a PyTorch reference, a C++ CPU kernel
+and a Triton GPU kernel behind one dispatcher (``dispatch``); callers never name a backend.
 
-Backend contract: every backend module (``reference``, ``cpp_backend``, ``triton_backend``) exposes
-``NAME`` and the same functions, taking validated, contiguous, same-device tensors:
+Layout (``csrc/<op>.cpp`` holds the op's C++ kernels and their pybind11 binding):
 
-  gae(rewards, values, mask, gamma, lam) -> (adv, ret, flags)
-  masked_whiten(x, mask, shift_mean, eps) -> (out, count, flags)
-  shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator) -> (rewards, flags)
-  ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator,
-                 gamma, lam, whiten, eps) -> (adv, ret, kl_row_sum, count, flags)
+  <op>/__init__.py   the public functions: validate the inputs (``validate``), run the backend
+                     ``dispatch.backend_for(device, "<op>")``, raise on the kernel's flags
+  <op>/reference.py  plain PyTorch: the readable definition and the last-resort backend
+  <op>/cpp.py        thin wrappers over ``rbr_fast._C`` (loaded or compiled by ``extension``)
+  <op>/triton.py     the Triton kernels and their launchers
 
-  yes_no_lse, label_logprobs, label_logprobs_backward: see reference.py, section "log-probs"
-  rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias) -> (reward, features, flags): section "reward"
-  skinny_linear(x, weight, bias) -> x @ weight.T + bias for a few float32 rows (section "decode")
+Backend contract: each op's three backend modules expose ``NAME`` ('ref', 'cpp', 'triton') and the
+same functions, taking validated, contiguous, same-device tensors:
 
-``flags`` is int32 ``[B]``: bit i set where the i-th per-token float input (in argument order) is
-NaN/inf at a valid position of that row. ``count`` is the number of valid positions (int64 0-d).
+  advantages  gae(rewards, values, mask, gamma, lam) -> (adv, ret, flags)
+              masked_whiten(x, mask, shift_mean, eps) -> (out, count, flags)
+              shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator) -> (rewards, flags)
+              ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator,
+                             gamma, lam, whiten, eps) -> (adv, ret, kl_row_sum, count, flags)
+  logprobs    yes_no_lse(logits, yes_ids, no_ids) -> (lse_all, lse_yes, lse_no, flags)
+              label_logprobs(logits, labels, inv_temp, ignore_index) -> (logp, lse, entropy, flags)
+              label_logprobs_backward(grad, logits, labels, lse, inv_temp, ignore_index) -> grad_logits
+  reward      rbr_reward(x, lit_idx, lit_neg, weights, rtype, bias) -> (reward, features, flags)
+  decode      skinny_linear(x, weight, bias) -> x @ weight.T + bias for a few float32 rows
+              (the Triton backend is ``F.linear``: cuBLAS GEMV is at memory bandwidth already)
+
+``flags`` is int32, one word per row; the bits are listed in each op's ``reference.py`` (for the
+advantage ops: bit i set where the i-th per-token float input, in argument order, is NaN/inf at a
+valid position of that row). ``count`` is the number of valid positions (int64 0-d).
 """
 from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, shape_rewards
 from .dispatch import backend_name

@@ -1,4 +1,5 @@
-"""Backend selection for every op.
+"""Backend selection for every op: ``backend_for(device, op)`` is the module
+``rbr_fast.ops.<op>.<reference|cpp|triton>`` that runs the op on ``device``.
 
 ``RBR_FAST_BACKEND`` (read at each call, so tests and users can switch at run time):
   auto    Triton on CUDA tensors, C++ on CPU tensors, the PyTorch reference as last resort
@@ -17,7 +18,10 @@ from types import ModuleType
 
 import torch
 
+from . import extension
+
 BACKENDS = ("auto", "ref", "cpp", "triton")
+MODULES = {"ref": "reference", "cpp": "cpp", "triton": "triton"}  # backend -> module name in each op package
 _warned: set[str] = set()
 
 
@@ -32,18 +36,16 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _load(name: str) -> tuple[ModuleType | None, str]:
-    """(module, '') or (None, why it is unavailable)."""
-    if name == "ref":
-        from . import reference
-        return reference, ""
+def _unavailable(name: str) -> str:
+    """'' if backend ``name`` is installed, else why it is not."""
     if name == "cpp":
-        from . import cpp_backend
-        return (cpp_backend, "") if cpp_backend.available() else (None, cpp_backend.unavailable_reason())
-    try:
-        return importlib.import_module("rbr_fast.ops.triton_backend"), ""
-    except ImportError as e:  # triton is Linux-only and optional on CPU machines
-        return None, f"triton is not importable ({e}); install it with `pip install triton`"
+        return extension.unavailable_reason()
+    if name == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError as e:  # triton is Linux-only and optional on CPU machines
+            return f"triton is not importable ({e}); install it with `pip install triton`"
+    return ""
 
 
 def _usable_on(name: str, device: torch.device) -> str:
@@ -56,25 +58,29 @@ def _usable_on(name: str, device: torch.device) -> str:
     return ""
 
 
-def backend_for(device: torch.device) -> ModuleType:
-    """The backend module that runs an op whose tensors live on ``device``."""
+def _pick(device: torch.device) -> str:
+    """The backend that runs ops on ``device``: 'ref', 'cpp' or 'triton'."""
     name = requested()
     if name != "auto":
-        why = _usable_on(name, device)
-        mod, why_load = (None, why) if why else _load(name)
-        if mod is None:
-            raise RuntimeError(f"RBR_FAST_BACKEND={name} cannot run: {why_load}")
-        return mod
+        why = _usable_on(name, device) or _unavailable(name)
+        if why:
+            raise RuntimeError(f"RBR_FAST_BACKEND={name} cannot run: {why}")
+        return name
     preferred = "triton" if device.type == "cuda" else "cpp"
-    mod, why = _load(preferred) if not _usable_on(preferred, device) else (None, _usable_on(preferred, device))
-    if mod is not None:
-        return mod
+    why = _usable_on(preferred, device) or _unavailable(preferred)
+    if not why:
+        return preferred
     if why not in _warned:
         _warned.add(why)
-        warnings.warn(f"rbr_fast: falling back to the PyTorch reference backend: {why}", RuntimeWarning, stacklevel=3)
-    return _load("ref")[0]
+        warnings.warn(f"rbr_fast: falling back to the PyTorch reference backend: {why}", RuntimeWarning, stacklevel=4)
+    return "ref"
+
+
+def backend_for(device: torch.device, op: str) -> ModuleType:
+    """The backend module that runs ``op`` (a package of ``rbr_fast.ops``) on tensors on ``device``."""
+    return importlib.import_module(f"rbr_fast.ops.{op}.{MODULES[_pick(device)]}")
 
 
 def backend_name(device: torch.device | str = "cpu") -> str:
     """Name of the backend ``auto`` (or the forced one) picks for ``device``: 'ref', 'cpp' or 'triton'."""
-    return backend_for(torch.device(device)).NAME
+    return _pick(torch.device(device))

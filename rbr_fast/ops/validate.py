@@ -1,7 +1,7 @@
 """Input checks shared by every public op: one message style, naming the argument.
 
-Checks that need a pass over the data (NaN/inf) are not done here: the kernels report
-non-finite inputs at valid positions through a per-row flag word, see ``raise_on_flags``.
+Checks that need a pass over the data (NaN/inf) are not done here: the kernels report bad values
+through a per-row flag word, which ``raise_on_flags`` turns into the op's error.
 """
 from __future__ import annotations
 
@@ -71,15 +71,44 @@ def choice(op: str, name: str, x, options) -> str:
     return x
 
 
-def raise_on_flags(op: str, flags: torch.Tensor, names) -> None:
-    """Raise if a kernel flagged non-finite inputs; bit i of a row's flag word is ``names[i]``."""
+def linear(op: str, hidden, weight, bias) -> None:
+    """``hidden`` [N, H], ``weight`` [V, H] of the same dtype and device, optional ``bias`` [V]."""
+    tensor(op, "hidden", hidden, ndim=2)
+    tensor(op, "weight", weight, ndim=2)
+    nonempty(op, "hidden", hidden)
+    if weight.shape[1] != hidden.shape[1]:
+        raise ValueError(f"{op}: `weight` must be [V, H] with H = hidden.shape[1] = {hidden.shape[1]}, "
+                         f"got shape {tuple(weight.shape)}")
+    if weight.device != hidden.device:
+        raise ValueError(f"{op}: `weight` is on {weight.device} but `hidden` is on {hidden.device}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"{op}: `weight` has dtype {weight.dtype} but `hidden` has {hidden.dtype}; cast one")
+    if bias is not None:
+        tensor(op, "bias", bias, ndim=1)
+        if bias.shape[0] != weight.shape[0] or bias.device != weight.device:
+            raise ValueError(f"{op}: `bias` must be [V] = [{weight.shape[0]}] on {weight.device}, "
+                             f"got shape {tuple(bias.shape)} on {bias.device}")
+
+
+# what the advantage kernels flag: the mask decides which positions count
+NONFINITE_AT_VALID = "NaN or inf at valid (mask=True) positions"
+
+
+def raise_on_flags(op: str, flags: torch.Tensor, bits, note: str = "") -> None:
+    """Raise ``ValueError`` if a kernel flagged a row. ``bits[i] = (argument, what)``: bit i of a row's
+    flag word means that argument contains ``what``; bits past ``bits`` are ignored. The message names
+    what was flagged in any row, and the first flagged row."""
+    flags = flags & ((1 << len(bits)) - 1)
     if not bool(flags.any()):  # the common case: one small reduction, one host sync
         return
     word = 0
     for v in flags.unique().tolist():
         word |= int(v)
-    bad = [n for i, n in enumerate(names) if word >> i & 1]
+    names_by_what: dict[str, list[str]] = {}
+    for i, (name, what) in enumerate(bits):
+        if word >> i & 1:
+            names_by_what.setdefault(what, []).append(f"`{name}`")
+    found = "; ".join(f"{', '.join(names)} contain{'s' if len(names) == 1 else ''} {what}"
+                      for what, names in names_by_what.items())
     first = int(torch.nonzero(flags).flatten()[0])
-    raise ValueError(f"{op}: {', '.join(f'`{n}`' for n in bad)} contain(s) NaN or inf at valid (mask=True) "
-                     f"positions, first in row {first}; masked positions are ignored")
-
+    raise ValueError(f"{op}: {found}, first in row {first}{note}")

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..io import atomic_write_text
-from . import distributed as D
+from . import distributed
 
 
 def rng_state() -> dict:
@@ -42,16 +42,16 @@ def save(root: Path, step: int, state: dict, rank: int, keep: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         torch.save(state, tmp / "state.pt")
-    D.barrier()
+    distributed.barrier()
     torch.save(rng_state(), tmp / f"rng_{rank}.pt")
-    D.barrier()
+    distributed.barrier()
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         atomic_write_text(root / "latest", final.name + "\n")
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    D.barrier()
+    distributed.barrier()
     return final
 
 

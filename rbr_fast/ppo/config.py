@@ -1,8 +1,7 @@
-"""PPO configuration: one dataclass, loadable from YAML, every field overridable from the command line
-(``--field value``); each field's help text is its documentation."""
+"""PPO configuration: one dataclass, loadable from YAML; each field's help text is its documentation
+(``rbr_fast.cli.ppo`` builds the command line from them with transformers' ``HfArgumentParser``)."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -78,7 +77,7 @@ class PPOConfig:
     # ---- run
     steps: int = _f(20, "PPO steps (rollout + update) to run in total")
     seed: int = _f(0, "seed of prompt order, sampling and initialisation (process r uses seed + r for sampling)")
-    out_dir: str = _f("ppo_out", "logs, checkpoints, plots and the final policy go here")
+    out_dir: str = _f("rbr_fast_out/ppo", "logs, checkpoints, plots and the final policy go here")
     save_every: int = _f(10, "checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = _f(1, "checkpoints kept on disk (older ones are deleted after a new one is complete)")
     tensorboard: bool = _f(False, "also write TensorBoard scalars (needs the tensorboard package)")
@@ -134,7 +133,12 @@ class PPOConfig:
     # --------------------------------------------------------------------------------- loading
     @classmethod
     def from_yaml(cls, path: Union[str, Path], **overrides) -> "PPOConfig":
-        """Fields from a YAML mapping, then ``overrides``; unknown keys and YAML errors raise
+        """Fields from a YAML mapping (``read_yaml``), then ``overrides``."""
+        return cls(**{**cls.read_yaml(path), **overrides})
+
+    @classmethod
+    def read_yaml(cls, path: Union[str, Path]) -> dict:
+        """The fields of a YAML mapping, not yet validated; unknown keys and YAML errors raise
         ``UserError`` naming the file (and line)."""
         path = Path(path)
         try:
@@ -148,8 +152,7 @@ class PPOConfig:
         if unknown:
             raise UserError(f"{path}: unknown field(s) {', '.join(unknown)} (see `python -m rbr_fast.ppo --help`)")
         # YAML 1.1 reads 1e-5 (no dot) as a string: a float field takes it as the number it spells
-        doc = {k: _yaml_float(v) if _unwrap(hints[k])[1] is float else v for k, v in doc.items()}
-        return cls(**{**doc, **overrides})
+        return {k: _yaml_float(v) if _unwrap(hints[k])[1] is float else v for k, v in doc.items()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,40 +181,3 @@ def _yaml_float(value: Any) -> Any:
         except ValueError:
             pass
     return value
-
-
-def _parser_type(tp):
-    """The argparse converter for a field's annotation (Optional[X] -> X; 'none' -> None)."""
-    optional, base = _unwrap(tp)
-    if base is bool:
-        def conv(s):
-            if s.lower() in ("1", "true", "yes", "on"):
-                return True
-            if s.lower() in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-    else:
-        conv = base
-
-    def parse(s):
-        return None if optional and s.lower() == "none" else conv(s)
-    parse.__name__ = getattr(base, "__name__", "value")
-    return parse
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``--config FILE``, ``--resume`` and one ``--field VALUE`` option per config field."""
-    p.add_argument("--config", help="YAML file of config fields (command-line options override it)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    hints = get_type_hints(PPOConfig)
-    for f in dataclasses.fields(PPOConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parser_type(hints[f.name]),
-                       default=argparse.SUPPRESS,  # argparse %-formats help texts
-                       help=f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%"))
-
-
-def from_args(a: argparse.Namespace) -> PPOConfig:
-    """The config of parsed ``add_arguments`` options: YAML file first, then the explicit options."""
-    names = {f.name for f in dataclasses.fields(PPOConfig)}
-    overrides = {k: v for k, v in vars(a).items() if k in names}
-    return PPOConfig.from_yaml(a.config, **overrides) if a.config else PPOConfig(**overrides)

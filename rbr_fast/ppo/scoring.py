@@ -8,7 +8,7 @@ import torch
 from ..grading import Grader
 from ..reward import RewardWeights, RuleBasedReward, reward_metrics
 from .config import PPOConfig
-from .data import Prompt
+from ..data.prompts import Prompt
 from .models import load_reward_model, reward_model_scores
 from .rollout import Rollout
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.prompts import Prompt, PromptOrder, load_prompts
 from ..errors import UserError
+from ..evaluation.policy import HeldOutTally
 from ..io import atomic_write_text, check_model_location, check_output_dir, dumps
 from ..ops import ppo_advantages
 from ..reward import load_grader, resolve_spec, resolve_weights
 from ..rules import RuleSpec
-from . import checkpoint
-from . import distributed as D
+from . import checkpoint, distributed
 from .config import PPOConfig
-from .data import Prompt, PromptOrder, load_prompts
 from .models import (ActorCritic, bf16_enabled, load_causal_lm, maybe_autocast, no_dropout, reference_logprobs)
 from .rollout import Rollout, decode, generate
 from .runlog import RunLog
@@ -34,6 +34,9 @@ from .scoring import SequenceScore
 
 PHASES = ("generate", "grade", "logprobs", "advantages", "update")
 
+
+# per-token means logged for each update: policy loss, value loss, share of clipped ratios, KL estimate
+LOSS_STATS = ("pg_loss", "vf_loss", "clip_frac", "approx_kl")
 
 class _Timer:
     def __init__(self):
@@ -63,7 +66,7 @@ class PPOTrainer:
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if want == "cuda" and not torch.cuda.is_available():
             raise UserError("ppo config: device='cuda' but torch sees no CUDA device")
-        self.rank, self.world = D.init(want)
+        self.rank, self.world = distributed.init(want)
         # everything the user gave is checked before a folder is made or a model loaded
         self.train_prompts, self.eval_prompts = load_prompts(cfg.prompts, cfg.eval_prompts, cfg.seed)
         self.order = PromptOrder(self.train_prompts, cfg.batch_size, self.rank, self.world, cfg.seed)
@@ -155,14 +158,14 @@ class PPOTrainer:
             if cfg.whiten_advantages and self.world > 1:
                 advantages = self._whiten_global(advantages, ro.mask)
         # the scorer's means (RBR, RM, per proposition) are per process: average them
-        means = D.all_sum(torch.tensor(list(metrics.values()), dtype=torch.float64)) / self.world
+        means = distributed.all_sum(torch.tensor(list(metrics.values()), dtype=torch.float64)) / self.world
         metrics = dict(zip(metrics, means.tolist()))
         m = ro.mask.float()
-        all_scores = D.all_cat(scores.float())
+        all_scores = distributed.all_cat(scores.float())
         ret_var = _var(adv.returns, m)
         metrics.update({
             "reward_mean": float(all_scores.mean()), "reward_std": float(all_scores.std()) if len(all_scores) > 1 else 0.0,
-            "kl": float(D.all_cat(adv.kl).mean()), "entropy": _mean(out.entropy, m),
+            "kl": float(distributed.all_cat(adv.kl).mean()), "entropy": _mean(out.entropy, m),
             "response_len": _mean(m.sum(1), torch.ones_like(m[:, 0])), "ended": _mean(ro.ended.float(), torch.ones_like(m[:, 0])),
             "value_explained_var": 1 - _var(adv.returns - out.values, m) / ret_var if ret_var > 0 else float("nan"),
         })
@@ -192,7 +195,7 @@ class PPOTrainer:
         if cfg.ent_coef > 0:  # only then does the entropy's backward run
             tok = tok - cfg.ent_coef * out.entropy
         loss = (tok * m).sum() / n_tokens * self.world
-        with torch.no_grad():
+        with torch.no_grad():  # token sums, in the order of LOSS_STATS
             stats = torch.stack([(x * m).sum().double() for x in (
                 pg, vf, ((ratio - 1).abs() > cfg.clip_range).float(), 0.5 * log_ratio ** 2)])
         return loss, stats
@@ -201,7 +204,7 @@ class PPOTrainer:
         cfg = self.cfg
         mask = batch["rollout"].mask
         B, micro = cfg.batch_size, cfg.mini_batch_size // cfg.grad_accum_steps
-        stats = torch.zeros(4, dtype=torch.float64)
+        stats = torch.zeros(len(LOSS_STATS), dtype=torch.float64)
         tokens = 0.0
         grad_norms = []
         with timer("update"):
@@ -210,7 +213,7 @@ class PPOTrainer:
                 perm = torch.randperm(B, generator=g)
                 for s in range(0, B, cfg.mini_batch_size):
                     idx = perm[s:s + cfg.mini_batch_size].to(mask.device)
-                    n = float(D.all_sum(mask[idx].sum().double()))
+                    n = float(distributed.all_sum(mask[idx].sum().double()))
                     for k in range(cfg.grad_accum_steps):
                         rows = idx[k * micro:(k + 1) * micro]
                         last = k == cfg.grad_accum_steps - 1
@@ -224,43 +227,25 @@ class PPOTrainer:
                         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)))
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
-        stats = D.all_sum(stats) / tokens
-        return {"pg_loss": float(stats[0]), "vf_loss": float(stats[1]), "clip_frac": float(stats[2]),
-                "approx_kl": float(stats[3]), **({"grad_norm": sum(grad_norms) / len(grad_norms)} if grad_norms else {})}
+        stats = distributed.all_sum(stats) / tokens
+        return {**dict(zip(LOSS_STATS, stats.tolist())),
+                **({"grad_norm": sum(grad_norms) / len(grad_norms)} if grad_norms else {})}
 
     # --------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, prompts: list[Prompt]) -> dict:
         """Greedy responses to held-out prompts (this process's share): mean score, mean RBR reward,
         and with XSTest labels the keyword-judged Not-Unsafe / Not-Overrefuse rates."""
-        from ..reward.xstest import keyword_refusal
         mine = prompts[self.rank::self.world]
-        sums = torch.zeros(7, dtype=torch.float64)  # n, score, rbr, unsafe n, unsafe refused, safe not refused, safe n
+        tally = HeldOutTally()
         for s in range(0, len(mine), self.cfg.batch_size):
             ps = mine[s:s + self.cfg.batch_size]
             ro = generate(self.net.policy, self.tok, [p.prompt for p in ps], max_prompt_tokens=self.cfg.max_prompt_tokens,
                           max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
             texts = decode(self.tok, ro)
             score, metrics = self.score(ps, texts, ro)
-            sums[0] += len(ps)
-            sums[1] += float(score.sum())
-            sums[2] += metrics.get("rbr", 0.0) * len(ps)
-            for p, t in zip(ps, texts):
-                if p.label == "unsafe":
-                    sums[3] += 1
-                    sums[4] += keyword_refusal(t)
-                elif p.label == "safe":
-                    sums[6] += 1
-                    sums[5] += not keyword_refusal(t)
-        sums = D.all_sum(sums)
-        out = {"prompts": int(sums[0]), "score": float(sums[1] / sums[0].clamp(min=1))}
-        if self.cfg.rbr:
-            out["rbr"] = float(sums[2] / sums[0].clamp(min=1))
-        if sums[3] > 0:
-            out["not_unsafe"] = float(sums[4] / sums[3])
-        if sums[6] > 0:
-            out["not_overrefuse"] = float(sums[5] / sums[6])
-        return out
+            tally.add([p.label for p in ps], texts, score, metrics.get("rbr", 0.0))
+        return HeldOutTally.from_tensor(distributed.all_sum(tally.to_tensor())).summary(self.cfg.rbr)
 
     # ----------------------------------------------------------------------------------- the loop
     def _state(self) -> dict:
@@ -305,7 +290,7 @@ class PPOTrainer:
             batch = self.rollout(self.order.batch(self.step), timer)
             metrics = {**batch["metrics"], **self.update(batch, timer)}
             dt = time.perf_counter() - t0
-            tokens = float(D.all_sum(batch["rollout"].mask.sum().double()))
+            tokens = float(distributed.all_sum(batch["rollout"].mask.sum().double()))
             metrics.update({"tokens_per_s": tokens / dt, "step_s": dt, **{f"time/{k}": timer.t.get(k, 0.0) for k in PHASES}})
             for k in PHASES:
                 totals[k] += timer.t.get(k, 0.0)
@@ -333,7 +318,7 @@ class PPOTrainer:
                 self.tok.save_pretrained(self.out / "policy")
                 torch.save(self.net.value_head.state_dict(), self.out / "policy" / "value_head.pt")
         log.close()
-        D.barrier()
+        distributed.barrier()
         return summary
 
     def _write(self, path: Path, obj: dict) -> None:
@@ -365,7 +350,7 @@ def _checkpoint_activations(model) -> None:
 
 def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:
     """Mean and unbiased variance (as the fused whitening) of ``x`` over valid positions of all processes."""
-    s = D.all_sum(torch.stack([m.sum().double(), (x.double() * m).sum(), (x.double() ** 2 * m).sum()]))
+    s = distributed.all_sum(torch.stack([m.sum().double(), (x.double() * m).sum(), (x.double() ** 2 * m).sum()]))
     n = float(s[0])
     if n == 0:
         return float("nan"), float("nan")
@@ -386,5 +371,5 @@ def train(cfg: PPOConfig, resume: bool = False, **kwargs) -> dict:
     try:
         return trainer.train(resume=resume)
     finally:
-        D.close()
+        distributed.close()
 

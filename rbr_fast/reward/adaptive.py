@@ -80,3 +80,26 @@ def group_scores(p: torch.Tensor, direction: torch.Tensor, k: int) -> torch.Tens
     spread = torch.where(direction != 0, spread, torch.tensor(-1.0))
     top = spread.topk(min(k, relevant)).indices
     return (p[:, top] * direction[top]).mean(1)
+
+
+def relabel(grader, rows: list[dict], k: int = 3, mode: str = "adaptive", seed: int = 0) -> list[dict]:
+    """Preference labels for response pairs (``prompt``, ``completion_a``, ``completion_b``, optional
+    ``response_type``, inferred from the prompt when any row lacks it): each row comes back with its
+    ``response_type``, ``preferred`` ("a", "b" or "tie") and the ``rules`` that decided it."""
+    spec = grader.spec
+    prompts = [r["prompt"] for r in rows]
+    types = ([r["response_type"] for r in rows] if all("response_type" in r for r in rows)
+             else spec.infer_types(grader.grade_prompts(prompts).p_yes))
+    both = grader.grade(prompts * 2, [r["completion_a"] for r in rows] + [r["completion_b"] for r in rows])
+    pa, pb = both.p_yes[:len(rows)], both.p_yes[len(rows):]
+    dirs = torch.stack([directions(spec, t) for t in types])
+    gen = torch.Generator().manual_seed(seed)
+    names = spec.proposition_names
+    out = []
+    for i, r in enumerate(rows):
+        chosen = select(pa[i:i + 1], pb[i:i + 1], dirs[i], k, mode, generator=gen)
+        pref = float(prefer_a(pa[i:i + 1], pb[i:i + 1], dirs[i], chosen))
+        out.append({**r, "response_type": spec.response_type(types[i]).name,
+                    "preferred": "a" if pref == 1 else "b" if pref == 0 else "tie",
+                    "rules": [n for n, c in zip(names, chosen[0].tolist()) if c]})
+    return out

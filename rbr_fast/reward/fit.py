@@ -4,11 +4,17 @@ prompt, every better/worse pair adds ``relu(margin - (R_better - R_worse))`` wit
 bias cancels inside a pair (same prompt, same type), so it is not fitted."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
+
+from ..grading.grade_cache import grade_cached
+from ..ops import rbr_reward_from_props
+from .weights import RewardWeights
 
 
 def ranked_pairs(groups: Sequence, ranks: Sequence[int], margin: float = 1.0,
@@ -83,7 +89,7 @@ def fit_weights(features: torch.Tensor, response_type: torch.Tensor, pairs: torc
         anchor: strength of an L2 pull toward ``init`` (``anchor * ||w - init||^2`` added to the
             mean hinge): with the hand-set weights as ``init``, a prior that the fit departs from
             only where the pairs insist (on XSTest it generalises to an unseen model's completions
-            far better than a free fit: README, "Measured: RBR reward on XSTest").
+            far better than a free fit: docs/benchmarks.md, "RBR reward on XSTest").
     Returns: ``FitResult`` with the weights and pair accuracy / hinge on train and validation.
     """
     x = features.double()
@@ -144,3 +150,24 @@ def fit_weights(features: torch.Tensor, response_type: torch.Tensor, pairs: torc
     w = w.detach()
     R = rm + (x * w.double()[rt]).sum(1)
     return FitResult(w, _evaluate(R, tp, tm), _evaluate(R, pairs[in_val], margins[in_val].double()), history)
+
+
+def fit_comparisons(grader, rows: list[dict], ranks: Sequence[int], grades_cache, *, margin: float = 1.0,
+                    val_fraction: float = 0.2, anchor: float = 0.0, seed: int = 0) -> tuple[RewardWeights, FitResult]:
+    """(RewardWeights, FitResult) fitted on comparison rows (``prompt``, ``completion``,
+    ``response_type``, optional ``prompt_id``) ranked per prompt (0 = best), starting from and pulled
+    toward (``anchor``) the spec's hand-set weights. Grades are cached in ``grades_cache`` by content,
+    so an edited data file never reuses stale grades."""
+    spec = grader.spec
+    types = [spec.response_type(r["response_type"]) for r in rows]
+    groups = [str(r.get("prompt_id", r["prompt"])) for r in rows]
+    keys = [hashlib.sha1(json.dumps([r["prompt"], r["completion"]]).encode()).hexdigest() for r in rows]
+    grades = grade_cached(grader, keys, [r["prompt"] for r in rows], [r["completion"] for r in rows], grades_cache)
+    rt = torch.tensor([spec.type_index(t.name) for t in types])
+    hand = RewardWeights.hand_set(spec)
+    feats = rbr_reward_from_props(grades.p_yes, spec.conjunctions(), hand.weights, rt).features
+    pairs, margins = ranked_pairs(groups, ranks, margin=margin)
+    res = fit_weights(feats, rt, pairs, margins, num_types=len(spec.response_types), groups=groups,
+                      val_fraction=val_fraction, init=hand.weights, anchor=anchor, seed=seed)
+    return RewardWeights(hand.spec_fingerprint, hand.feature_names, hand.response_types, res.weights, hand.bias,
+                         hand.spec_structure), res

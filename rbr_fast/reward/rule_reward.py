@@ -1,13 +1,15 @@
 """``RuleBasedReward``: grader -> proposition probabilities -> features -> RBR reward (+ RM score)."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 
-from ..grading import Grader, load_grader
+from ..grading import Grader, Grades, load_grader
 from ..ops import rbr_reward_from_props
 from ..rules import LOW_CONFIDENCE, RuleSpec, resolve_spec
 from .weights import RewardWeights
@@ -70,6 +72,17 @@ def reward_metrics(details: Sequence[dict]) -> dict[str, float]:
             **answer_shares(details[0]),
             "rbr/type_inferred_share": sum(d["response_type_source"] == "inferred" for d in details) / n,
             "rbr/type_unsure_share": unsure / n}
+
+
+@dataclass
+class _Scored:
+    """What ``RuleBasedReward._run`` computed for a batch."""
+    grades: Grades
+    response_type: torch.Tensor  # [N] index into the spec's response types
+    reward: torch.Tensor  # [N] RBR reward
+    features: torch.Tensor  # [N, F]
+    rm: Optional[torch.Tensor]  # [N] float64 reward-model scores, when given
+    inferred: dict  # row -> (prompt propositions' P(yes), type confidence), for rows whose type was inferred
 
 
 class RuleBasedReward:
@@ -137,9 +150,6 @@ class RuleBasedReward:
     def _infer(self, prompts):
         """Prompt-proposition grades per completion, each distinct prompt graded once (a GRPO
         group shares one prompt, and so one inferred type)."""
-        import json
-
-        from ..grading import Grades
         keys = [json.dumps(p, sort_keys=True) for p in prompts]
         first: dict = {}
         for i, k in enumerate(keys):
@@ -162,12 +172,11 @@ class RuleBasedReward:
                 raise ValueError(f"rm_scores must be {n} finite numbers")
         grades = self.grader.grade(prompts, completions)
         if n == 0:
-            return grades, rt, torch.zeros(0), torch.zeros(0, len(self.spec.feature_names)), rm, {}
+            return _Scored(grades, rt, torch.zeros(0), torch.zeros(0, len(self.spec.feature_names)), rm, {})
         out = rbr_reward_from_props(grades.p_yes, self._conj, self.weights.weights, rt, self.weights.bias)
-        # prompt grades and type confidence of the inferred rows, by row
-        prompt_grades = {i: (dict(zip(inferred.propositions, inferred.p_yes[j].tolist())), confidence[j])
+        inferred_rows = {i: (dict(zip(inferred.propositions, inferred.p_yes[j].tolist())), confidence[j])
                          for j, i in enumerate(missing)}
-        return grades, rt, out.reward, out.features, rm, prompt_grades
+        return _Scored(grades, rt, out.reward, out.features, rm, inferred_rows)
 
     def score(self, prompts: Sequence, completions: Sequence,
               response_types: Optional[Sequence[Optional[TypeLike]]] = None,
@@ -175,8 +184,8 @@ class RuleBasedReward:
         """One reward per completion: the RBR reward, plus ``rm_scores`` when given. Where
         ``response_types`` is None or has a None entry, that prompt's type is inferred by the grader
         (``RuleSpec.infer_types``); a given type is used as is."""
-        _, _, reward, _, rm, _ = self._run(prompts, completions, response_types, rm_scores)
-        total = reward.double() + (rm if rm is not None else 0.0)
+        run = self._run(prompts, completions, response_types, rm_scores)
+        total = run.reward.double() + (run.rm if run.rm is not None else 0.0)
         return total.tolist()
 
     def score_groups(self, prompts: Sequence, completions: Sequence, groups: Sequence,
@@ -188,7 +197,8 @@ class RuleBasedReward:
         from . import adaptive
         if len(groups) != len(completions):
             raise ValueError(f"groups has {len(groups)} entries for {len(completions)} completions")
-        grades, rt, _, _, _, _ = self._run(prompts, completions, response_types, None)
+        run = self._run(prompts, completions, response_types, None)
+        grades, rt = run.grades, run.response_type
         out = [0.0] * len(completions)
         members: dict = {}
         for i, g in enumerate(groups):
@@ -211,23 +221,24 @@ class RuleBasedReward:
         probability of the inferred type; 1.0 when given), the probability of every proposition,
         derived proposition and class of its type (best class first), and ``answered_by``: how the
         grader answered each proposition ("head", "prior", "question" or "served")."""
-        grades, rt, reward, feats, rm, inferred = self._run(prompts, completions, response_types, rm_scores)
+        run = self._run(prompts, completions, response_types, rm_scores)
+        rm, inferred = run.rm, run.inferred
         names = self.spec.feature_names
         P = len(self.spec.propositions)
         types = self.spec.response_type_names
         answered_by = {n: self.grader.answered_by[n] for n in names[:P]}
         out = []
         for i in range(len(completions)):
-            t = types[int(rt[i])]
-            f = feats[i].tolist()
+            t = types[int(run.response_type[i])]
+            f = run.features[i].tolist()
             out.append({
-                "reward": float(reward[i]) + (float(rm[i]) if rm is not None else 0.0),
-                "rbr": float(reward[i]), "rm_score": float(rm[i]) if rm is not None else None,
+                "reward": float(run.reward[i]) + (float(rm[i]) if rm is not None else 0.0),
+                "rbr": float(run.reward[i]), "rm_score": float(rm[i]) if rm is not None else None,
                 "response_type": t, "response_type_source": "inferred" if i in inferred else "given",
                 "response_type_confidence": inferred[i][1] if i in inferred else 1.0,
                 **({"prompt_propositions": inferred[i][0]} if i in inferred else {}),
                 "propositions": dict(zip(names[:P], f[:P])),
-                "answer_mass": dict(zip(grades.propositions, grades.mass[i].tolist())),
+                "answer_mass": dict(zip(run.grades.propositions, run.grades.mass[i].tolist())),
                 "derived": {n: f[j] for j, n in enumerate(names) if P <= j and "/" not in n},
                 "classes": {n.split("/", 1)[1]: f[j] for j, n in enumerate(names) if n.startswith(t + "/")},
                 "answered_by": answered_by,

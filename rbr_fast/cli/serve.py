@@ -1,0 +1,72 @@
+"""``rbr-fast serve``: the RBR reward over HTTP with dynamic batching (uvicorn, or Ray Serve)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import UserError
+from ..io import check_model_location
+from .common import number
+
+
+def run(a: argparse.Namespace) -> int:
+    """Check everything (limits, port, spec, weights, then the model) before serving: a bad option is
+    one error line and exit status 2, never a server that answers 500 to every request."""
+    from ..integrations.lazy_reward import LazyReward
+    from ..integrations.server import Limits, listen, serve
+    if a.model:
+        check_model_location(a.model, "--model")
+    try:
+        limits = Limits(a.max_batch, a.max_wait_ms, a.max_queue, a.max_body_bytes, a.timeout, a.header_timeout,
+                        a.body_timeout).check(as_options=True)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device,
+                        grader_url=a.grader_url)
+    sock = listen(a.host, a.port)
+    try:
+        if a.ray:
+            sock.close()  # Ray's proxy binds the port itself; each replica loads the model
+            from rbr_fast.integrations import ray_serve
+        else:
+            reward.reward  # load the grader now
+    except BaseException:
+        sock.close()
+        raise
+    if a.ray:
+        ray_serve.start(reward, a.replicas, a.host, a.port, limits.max_batch, limits.max_wait_ms, limits.timeout,
+                        a.token, blocking=True)
+    else:
+        serve(reward, a.host, a.port, limits, a.token, sock)
+    return 0
+
+
+def register(sub) -> None:
+    v = sub.add_parser("serve", help="the RBR reward over HTTP with dynamic batching (uvicorn, or Ray Serve)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    v.add_argument("--port", type=number(int, 1, 65535), default=8000)
+    v.add_argument("--token", default=os.environ.get("RBR_FAST_TOKEN") or None,
+                   help="require 'Authorization: Bearer TOKEN' or '?token=TOKEN' (default: $RBR_FAST_TOKEN, none "
+                        "when unset)")
+    v.add_argument("--model", help="grader model folder or hub id, or a served grader's URL (http://HOST:PORT/v1"
+                                   "#model=NAME; see `rbr-fast grade --help`) (default: the embedded SmolLM2)")
+    v.add_argument("--grader-url", help="a served grader that answers the propositions without a trained head")
+    v.add_argument("--weights", help="'hand', 'xstest' or a weights JSON (default: fitted on XSTest for the default spec, else hand-set)")
+    v.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
+    v.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
+    v.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    v.add_argument("--max-batch", type=number(int, 1), default=64, help="items per grader call (1: no batching)")
+    v.add_argument("--max-wait-ms", type=number(float, 0), default=20.0,
+                   help="how long a batch's first item waits for company")
+    v.add_argument("--max-queue", type=number(int, 1), default=4096, help="queued items before answering 503")
+    v.add_argument("--max-body-bytes", type=number(int, 1), default=4 << 20)
+    v.add_argument("--timeout", type=number(float, 0, open_low=True), default=120.0,
+                   help="seconds per request before 504")
+    v.add_argument("--header-timeout", type=number(float, 0, open_low=True), default=10.0,
+                   help="seconds for a request's headers to arrive")
+    v.add_argument("--body-timeout", type=number(float, 0, open_low=True), default=30.0,
+                   help="seconds for a request's body, after its headers")
+    v.add_argument("--ray", action="store_true", help="serve on Ray Serve (pip install 'ray[serve]'): --replicas "
+                                                     "copies of the grader behind Ray's proxy")
+    v.add_argument("--replicas", type=number(int, 1), default=1, help="with --ray: number of replicas")
+    v.set_defaults(func=run)

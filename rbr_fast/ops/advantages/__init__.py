@@ -1,0 +1,154 @@
+"""Public advantage ops: GAE, masked whitening, KL reward shaping and the fused PPO path.
+
+Every function validates its inputs (raising ``TypeError``/``ValueError`` that name the argument),
+then runs on the backend chosen by ``rbr_fast.ops.dispatch``: ``reference.py`` (the definition),
+``cpp.py`` (over ``csrc/advantages.cpp``) or ``triton.py``. All per-token tensors are ``[B, T]``;
+``mask`` is a bool tensor that is true at the positions that take part (response tokens); masked
+positions are ignored on input and are 0 on output. Accumulation is float32 on every backend.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .. import validate
+from ..dispatch import backend_for
+from .reference import KL_ESTIMATORS
+
+__all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages"]
+
+
+class GAEOutput(NamedTuple):
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class PPOAdvantages(NamedTuple):
+    advantages: torch.Tensor  # [B, T], whitened over valid positions when whiten=True
+    returns: torch.Tensor  # [B, T], value targets (advantages before whitening + values)
+    kl: torch.Tensor  # [B] float32, sum of the per-token KL estimate over each row's valid positions
+
+
+def _check_tokens(op: str, mask, **tensors: torch.Tensor) -> None:
+    """Validate [B, T] float inputs and their bool mask; all must share shape and device."""
+    for name, x in tensors.items():
+        validate.tensor(op, name, x, ndim=2)
+    validate.tensor(op, "mask", mask, ndim=2, dtypes=(torch.bool,), what="a bool mask")
+    validate.same_layout(op, "mask", mask, **tensors)
+    validate.nonempty(op, "mask", mask)
+
+
+def _check_scores(op: str, scores, mask) -> None:
+    validate.tensor(op, "scores", scores, ndim=1, dtypes=validate.FLOAT_DTYPES + (torch.float64,))
+    validate.same_layout(op, "mask", mask, scores=scores)
+    validate.finite_tensor(op, "scores", scores)
+
+
+def _contig(*xs: torch.Tensor):
+    return tuple(x.contiguous() for x in xs)
+
+
+def _raise_nonfinite(op: str, flags: torch.Tensor, *names: str) -> None:
+    """Bit i of the kernels' flag word: ``names[i]`` is NaN/inf at a valid position of that row."""
+    validate.raise_on_flags(op, flags, [(n, validate.NONFINITE_AT_VALID) for n in names],
+                            note="; masked positions are ignored")
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+        gamma: float = 1.0, lam: float = 0.95) -> GAEOutput:
+    """Generalised advantage estimation over the valid positions of each row.
+
+    The recurrence runs over the positions where ``mask`` is true, in order, as if the masked ones
+    were removed: a tool/observation span in the middle of a response and right padding are both
+    skipped, and their rewards/values are ignored. The value after a row's last valid position is 0.
+
+    Args:
+        rewards: ``[B, T]`` per-token rewards (float32/bfloat16/float16).
+        values: ``[B, T]`` value estimates, same shape and device.
+        mask: ``[B, T]`` bool, true at valid positions.
+        gamma: discount in [0, 1]. lam: GAE lambda in [0, 1].
+
+    Returns:
+        ``GAEOutput(advantages, returns)``, both ``[B, T]`` in the promoted dtype of rewards and
+        values; ``returns = advantages + values`` at valid positions; both 0 at masked positions.
+    """
+    op = "gae"
+    _check_tokens(op, mask, rewards=rewards, values=values)
+    gamma = validate.number(op, "gamma", gamma, lo=0.0, hi=1.0)
+    lam = validate.number(op, "lam", lam, lo=0.0, hi=1.0)
+    adv, ret, flags = backend_for(mask.device, "advantages").gae(*_contig(rewards, values, mask), gamma, lam)
+    _raise_nonfinite(op, flags, "rewards", "values")
+    return GAEOutput(adv, ret)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise ``x`` to zero mean, unit variance over the valid positions of the whole batch.
+
+    Mean and unbiased variance (as TRL does) are taken over every valid position of every row;
+    with ``shift_mean=False`` the mean is added back. Masked positions are 0 on output. Needs at
+    least two valid positions.
+    """
+    op = "masked_whiten"
+    _check_tokens(op, mask, x=x)
+    eps = validate.number(op, "eps", eps, lo=0.0)
+    out, count, flags = backend_for(mask.device, "advantages").masked_whiten(*_contig(x, mask), bool(shift_mean), eps)
+    _raise_nonfinite(op, flags, "x")
+    _check_count(op, count)
+    return out
+
+
+def _check_count(op: str, count: torch.Tensor) -> None:
+    n = int(count)
+    if n < 2:
+        raise ValueError(f"{op}: whitening needs at least 2 valid (mask=True) positions, got {n}")
+
+
+def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                  kl_coef: float, kl_estimator: str = "k1") -> torch.Tensor:
+    """Per-token PPO rewards: ``-kl_coef * kl_t`` at valid positions, plus each row's sequence score
+    at its last valid position.
+
+    ``kl_estimator``: ``"k1"`` = logp - ref_logp; ``"k2"`` = (logp - ref_logp)^2 / 2;
+    ``"k3"`` = r - 1 - log r with r = exp(ref_logp - logp). A row with no valid position gets no
+    reward at all (its score has no token to land on).
+
+    Returns ``[B, T]`` in the promoted dtype of the log-probs, 0 at masked positions.
+    """
+    op = "shape_rewards"
+    _check_tokens(op, mask, logprobs=logprobs, ref_logprobs=ref_logprobs)
+    _check_scores(op, scores, mask)
+    kl_coef = validate.number(op, "kl_coef", kl_coef, lo=0.0)
+    kl_estimator = validate.choice(op, "kl_estimator", kl_estimator, KL_ESTIMATORS)
+    out, flags = backend_for(mask.device, "advantages").shape_rewards(
+        *_contig(scores, logprobs, ref_logprobs, mask), kl_coef, kl_estimator)
+    _raise_nonfinite(op, flags, "logprobs", "ref_logprobs")
+    return out
+
+
+def ppo_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                   values: torch.Tensor, mask: torch.Tensor, *, kl_coef: float = 0.05,
+                   kl_estimator: str = "k1", gamma: float = 1.0, lam: float = 0.95,
+                   whiten: bool = True, eps: float = 1e-8) -> PPOAdvantages:
+    """One fused pass: ``shape_rewards`` then ``gae`` (then ``masked_whiten`` of the advantages).
+
+    Same semantics as calling the three ops in turn, but the per-token rewards never go through
+    memory. Returns are computed before whitening (the value target), as TRL and verl do.
+
+    Returns ``PPOAdvantages(advantages, returns, kl)``; ``kl`` is the per-row sum of the KL
+    estimate over valid positions (for logging), float32 ``[B]``.
+    """
+    op = "ppo_advantages"
+    _check_tokens(op, mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values)
+    _check_scores(op, scores, mask)
+    kl_coef = validate.number(op, "kl_coef", kl_coef, lo=0.0)
+    kl_estimator = validate.choice(op, "kl_estimator", kl_estimator, KL_ESTIMATORS)
+    gamma = validate.number(op, "gamma", gamma, lo=0.0, hi=1.0)
+    lam = validate.number(op, "lam", lam, lo=0.0, hi=1.0)
+    eps = validate.number(op, "eps", eps, lo=0.0)
+    adv, ret, kl, count, flags = backend_for(mask.device, "advantages").ppo_advantages(
+        *_contig(scores, logprobs, ref_logprobs, values, mask), kl_coef, kl_estimator, gamma, lam, bool(whiten), eps)
+    _raise_nonfinite(op, flags, "logprobs", "ref_logprobs", "values")
+    if whiten:
+        _check_count(op, count)
+    return PPOAdvantages(adv, ret, kl)

@@ -45,7 +45,7 @@ def run_ours(c: dict) -> dict:
 
     from rbr_fast.grading import embedded
     from rbr_fast.ppo import PHASES, PPOConfig, PPOTrainer
-    from rbr_fast.ppo.trainer import _Timer
+    from rbr_fast.ppo.trainer import PhaseTimer
     torch.set_num_threads(c["threads"])
     d = Path(tempfile.mkdtemp())
     (d / "p.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in c["prompts"]))
@@ -59,7 +59,7 @@ def run_ours(c: dict) -> dict:
     tr = PPOTrainer(cfg)
     times, phases = [], []
     for step in range(c["warmup_steps"] + c["steps"]):
-        timer = _Timer()
+        timer = PhaseTimer()
         t0 = time.perf_counter()
         batch = tr.rollout(tr.order.batch(step), timer)
         tr.update(batch, timer)

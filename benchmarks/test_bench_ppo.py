@@ -2,7 +2,6 @@
 (sampling through ``decode_linears`` and the inverse-CDF sampler, against plain ``generate`` with
 ``do_sample``) and one full PPO step. The comparison with TRL's PPOTrainer on SmolLM2 is
 ``benchmarks/ppo_vs_trl.py`` (TRL's PPO needs its own environment)."""
-import contextlib
 import json
 import math
 
@@ -23,11 +22,6 @@ def tiny_dir(tmp_path_factory):
     tiny_lm.tokenizer().save_pretrained(d / "model")
     (d / "p.jsonl").write_text("".join(json.dumps({"prompt": p, "response_type": "comply"}) + "\n" for p in PROMPTS))
     return d
-
-
-def _no_timer(phase):
-    """``rollout``/``update`` time their phases through ``timer(phase)``; nothing to time here."""
-    return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("impl", ["ours", "hf-generate-sampling"])
@@ -68,8 +62,8 @@ def test_bench_ppo_step(benchmark, tiny_dir, tmp_path):
     logs = []
 
     def step():
-        batch = tr.rollout(tr.order.batch(tr.step), _no_timer)
-        logs.append({**batch["metrics"], **tr.update(batch, _no_timer)})
+        batch = tr.rollout(tr.order.batch(tr.step))
+        logs.append({**batch["metrics"], **tr.update(batch)})
         tr.step += 1
     benchmark.group = "PPO step 4 x 16 tokens, tiny llama"
     benchmark.pedantic(step, rounds=3, iterations=1)

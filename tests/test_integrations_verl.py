@@ -159,7 +159,7 @@ def _worker_process(kw: dict, batch: list) -> tuple:
     module = load_like_verl()
     fn = wrap_like_verl(module.compute_score, kw)
     scores = [g["score"] for g in asyncio.run(manager_scores(fn, batch))]
-    return os.getpid(), scores, len(pool_module._pools)
+    return os.getpid(), scores, pool_module.loaded()
 
 
 def test_several_worker_processes_each_load_one_grader(kwargs):

@@ -62,3 +62,8 @@ def pooled(**given: Any) -> Pooled:
             reward = LazyReward(**own)
             _pools[key] = Pooled(reward, DynamicBatcher(reward.details, **batching))
         return _pools[key]
+
+
+def loaded() -> int:
+    """How many pooled rewards this process holds (one per distinct configuration)."""
+    return len(_pools)

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -38,7 +39,9 @@ PHASES = ("generate", "grade", "logprobs", "advantages", "update")
 # per-token means logged for each update: policy loss, value loss, share of clipped ratios, KL estimate
 LOSS_STATS = ("pg_loss", "vf_loss", "clip_frac", "approx_kl")
 
-class _Timer:
+class PhaseTimer:
+    """Seconds spent per named phase: ``with timer("generate"): ...`` adds to ``timer.t["generate"]``."""
+
     def __init__(self):
         self.t: dict[str, float] = {}
 
@@ -138,8 +141,11 @@ class PPOTrainer:
         with maybe_autocast(self.device, self.bf16):
             return self.model(ids, attn, start, labels, self.cfg.temperature), labels != -100
 
-    def rollout(self, prompts: list[Prompt], timer: _Timer) -> dict:
+    def rollout(self, prompts: list[Prompt], timer: Optional[PhaseTimer] = None) -> dict:
+        """Sample, score and take log-probs, values and advantages of one batch of ``prompts``
+        (``timer``: where the seconds went, by phase)."""
         cfg = self.cfg
+        timer = timer or PhaseTimer()
         with timer("generate"):
             ro = generate(self.net.policy, self.tok, [p.prompt for p in prompts], max_prompt_tokens=cfg.max_prompt_tokens,
                           max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
@@ -200,8 +206,10 @@ class PPOTrainer:
                 pg, vf, ((ratio - 1).abs() > cfg.clip_range).float(), 0.5 * log_ratio ** 2)])
         return loss, stats
 
-    def update(self, batch: dict, timer: _Timer) -> dict:
+    def update(self, batch: dict, timer: Optional[PhaseTimer] = None) -> dict:
+        """``ppo_epochs`` passes of minibatch updates over a ``rollout`` batch; the mean loss stats."""
         cfg = self.cfg
+        timer = timer or PhaseTimer()
         mask = batch["rollout"].mask
         B, micro = cfg.batch_size, cfg.mini_batch_size // cfg.grad_accum_steps
         stats = torch.zeros(len(LOSS_STATS), dtype=torch.float64)
@@ -285,7 +293,7 @@ class PPOTrainer:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc="ppo", unit="step")
         while self.step < cfg.steps:
-            timer = _Timer()
+            timer = PhaseTimer()
             t0 = time.perf_counter()
             batch = self.rollout(self.order.batch(self.step), timer)
             metrics = {**batch["metrics"], **self.update(batch, timer)}

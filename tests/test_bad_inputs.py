@@ -298,6 +298,7 @@ CASES = [
      "argument --l2: expected comma-separated numbers, got '0.1,lots'"),
     # ---- demo, bench and the top level
     ("demo-batch-0", ["demo", "--batch", "0"], {}, "argument --batch: must be >= 1, got 0"),
+    ("compile-check-arch", ["compile-check", "--arch", "volta"], {}, "argument --arch: expected e.g. sm_80,sm_90, got 'volta'"),
     ("bench-unknown-op", ["bench", "--ops", "nope"], {}, "unknown --ops ['nope']"),
     ("bench-sizes", ["bench", "--sizes", "big"], {}, "--sizes 'big': expected BxT sizes"),
     ("bench-min-reps", ["bench", "--min-reps", "0"], {}, "argument --min-reps: must be >= 1"),

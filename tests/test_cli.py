@@ -38,7 +38,7 @@ def test_every_command_has_help(capsys):
     for cmd, option in (("grade", "--data"), ("eval-grader", "--out-dir"), ("train-grader", "--teacher"),
                         ("eval", "--k"), ("fit", "--anchor"), ("synth", "--filter"), ("relabel", "--mode"),
                         ("serve", "--max-batch"), ("demo", "--ppo-steps"), ("ppo", "--gradient-checkpointing"),
-                        ("bench", "--sizes")):
+                        ("bench", "--sizes"), ("compile-check", "--arch")):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0 and option in capsys.readouterr().out, cmd

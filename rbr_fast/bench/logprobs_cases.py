@@ -1,9 +1,11 @@
 """Benchmark cases for the log-prob ops. Sizes are (N rows, V vocabulary); the hidden size of the
-fused-linear cases is SmolLM2-135M's (576). Importing this module registers the cases.
+fused-linear cases is SmolLM2-135M's (576), and of the ``-llama`` ones Llama-3-8B's (4096, with
+V = 128256 as its head). Importing this module registers the cases.
 
 Peers are written here from the algorithms the trainers use: ``log_softmax`` + ``gather`` (most
 code), TRL's ``selective_log_softmax`` (imported when trl is installed; its per-row loop for 16-bit
-logits is written out as "trl-style row loop"), the fp32 row-chunk loop of verl / OpenRLHF, and
+logits is written out as "trl-style row loop") and its chunked LM-head log-probs
+(``trl.kernels.chunked_logprob.ChunkedLogProbFunction``, TRL >= 1.16), the fp32 row-chunk loop of verl / OpenRLHF, and
 ``torch.compile`` of the plain version. Backward cases time forward + backward of one call.
 """
 from __future__ import annotations
@@ -29,11 +31,11 @@ def _logits(size: Size, device: torch.device, dtype: torch.dtype) -> Inputs:
     return {"logits": x, "labels": labels, "yes": [i % V for i in YES], "no": [i % V for i in NO]}
 
 
-def _linear(size: Size, device: torch.device, dtype: torch.dtype) -> Inputs:
+def _linear(size: Size, device: torch.device, dtype: torch.dtype, hidden: int = HIDDEN) -> Inputs:
     g = torch.Generator().manual_seed(SEED)
     N, V = size
-    h = torch.randn(N, HIDDEN, generator=g).to(dtype).to(device)
-    w = (torch.randn(V, HIDDEN, generator=g) * HIDDEN ** -0.5).to(dtype).to(device)
+    h = torch.randn(N, hidden, generator=g).to(dtype).to(device)
+    w = (torch.randn(V, hidden, generator=g) * hidden ** -0.5).to(dtype).to(device)
     labels = torch.randint(0, V, (N,), generator=g).to(device)
     return {"hidden": h, "weight": w, "labels": labels, "yes": [i % V for i in YES], "no": [i % V for i in NO]}
 
@@ -172,6 +174,16 @@ def _linear_fwd_bwd(fn):
     return run
 
 
+def _trl_chunked(h, w, labels):
+    """TRL 1.16's fused LM-head log-probs, called as its ``selective_log_softmax_from_hidden`` does
+    (vocabulary tiles of 32768 columns, no extra outputs)."""
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    return ChunkedLogProbFunction.apply(h, w, None, labels, 1.0, 32768, None, 1.0, ())[0]
+
+
+_FUSED_PEERS = {"trl ChunkedLogProbFunction": OptionalPeer("trl.kernels.chunked_logprob", _linear_fwd_bwd(_trl_chunked))}
+LLAMA_HIDDEN, LLAMA_VOCAB = 4096, 128256
+
 # bf16 matmuls are emulated on CPUs without AVX512-BF16/AMX (about 5x slower than fp32 on the
 # machine these numbers come from), so the fp32 case is the one run at a large N on such machines
 for _dtype, _suffix, _size in ((torch.bfloat16, "", (256, VOCAB)), (torch.float32, "-fp32", (2048, VOCAB))):
@@ -181,11 +193,28 @@ for _dtype, _suffix, _size in ((torch.bfloat16, "", (256, VOCAB)), (torch.float3
         build=lambda size, device, dt=_dtype: _linear(size, device, dt),
         ours=_linear_fwd_bwd(ops.fused_linear_token_logprobs),
         peers={"matmul + log_softmax+gather": Peer(_linear_fwd_bwd(lambda h, w, lab: _ls_gather(h @ w.T, lab))),
-               "matmul + token_logprobs": Peer(_linear_fwd_bwd(lambda h, w, lab: ops.token_logprobs(h @ w.T, lab)))},
+               "matmul + token_logprobs": Peer(_linear_fwd_bwd(lambda h, w, lab: ops.token_logprobs(h @ w.T, lab))),
+               **_FUSED_PEERS},
         nbytes=lambda x: _bytes(x["hidden"], x["weight"]), floor_s=lambda x, o: 3 * _matmul_floor(x, o),
         sizes=[_size], quick_sizes=[(64, 4099)], default_size=(64, 8192), tol=3e-2 if _dtype == torch.bfloat16 else 1e-4,
         memory=True, size_label="N x V"),
         Target(_name, _size, "matmul + log_softmax+gather", 1 / 1.3,
                f"{_name} fwd+bwd {_size[0]}x576x{_size[1]} vs unfused"),
         Target(_name, _size, "matmul + log_softmax+gather", 4, f"{_name} peak memory: unfused / ours", metric="memory"),
+    )
+
+# a real head: Llama-3-8B's 4096 x 128256, against the strongest fused peer that runs here
+for _dtype, _suffix in ((torch.bfloat16, ""), (torch.float32, "-fp32")):
+    _name = "fused_linear_token_logprobs-llama" + _suffix
+    register(Case(
+        name=_name, op="fused_linear_token_logprobs",
+        build=lambda size, device, dt=_dtype: _linear(size, device, dt, LLAMA_HIDDEN),
+        ours=_linear_fwd_bwd(ops.fused_linear_token_logprobs), peers=dict(_FUSED_PEERS),
+        nbytes=lambda x: _bytes(x["hidden"], x["weight"]), floor_s=lambda x, o: 3 * _matmul_floor(x, o),
+        sizes=[(512, LLAMA_VOCAB)], quick_sizes=[(64, 4099)], default_size=(64, 8192),
+        tol=3e-2 if _dtype == torch.bfloat16 else 1e-3, memory=True, size_label="N x V"),
+        Target(_name, (512, LLAMA_VOCAB), "trl ChunkedLogProbFunction", 1.0,
+               f"{_name} fwd+bwd 512x4096x128256 vs TRL ChunkedLogProbFunction"),
+        Target(_name, (512, LLAMA_VOCAB), "trl ChunkedLogProbFunction", 1.0,
+               f"{_name} peak memory: TRL ChunkedLogProbFunction / ours", metric="memory"),
     )

@@ -18,11 +18,11 @@ from .. import validate
 from ..dispatch import backend_for
 
 Ids = Union[int, Sequence[int], torch.Tensor]
-# Default row chunks of the fused-linear ops, in bytes of float32 logits. The yes/no op only runs
-# one forward matmul per chunk (efficient at any chunk); the token op's backward also runs
-# grad_weight += grad_logits.T @ hidden, a matmul whose inner size is the chunk, so it wants more.
-YES_NO_CHUNK_BYTES = 16 << 20
-TOKEN_CHUNK_BYTES = 64 << 20
+# Default row chunks of the fused-linear ops: as many rows as fit in CHUNK_BYTES of float32 logits,
+# rounded down to a multiple of ROW_TILE (the M tile of the GEMMs, so no chunk ends in a ragged tile);
+# each chunk re-reads the whole head, so fewer, larger chunks read it fewer times.
+CHUNK_BYTES = 64 << 20
+ROW_TILE = 64
 
 __all__ = ["yes_no_logprobs", "fused_linear_yes_no", "token_logprobs", "fused_linear_token_logprobs", "YesNo"]
 
@@ -108,10 +108,10 @@ def yes_no_logprobs(logits: torch.Tensor, yes_ids: Ids, no_ids: Ids) -> YesNo:
 
 
 def _chunk(op: str, chunk_size: Optional[int], vocab: int, budget: int) -> int:
-    """Rows of logits per chunk: ``chunk_size``, or by default as many as fit in ``budget`` bytes
-    of float32 logits (at least 16, so each chunk's matmul stays efficient)."""
+    """Rows of logits per chunk: ``chunk_size``, or by default as many as fit in ``budget`` bytes of
+    float32 logits, a multiple of ``ROW_TILE`` (at least one tile)."""
     if chunk_size is None:
-        return max(16, budget // (4 * vocab))
+        return max(ROW_TILE, budget // (4 * vocab) // ROW_TILE * ROW_TILE)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{op}: `chunk_size` must be a positive int or None, got {chunk_size!r}")
     return chunk_size
@@ -125,7 +125,7 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     Args:
         hidden: ``[N, H]`` final hidden states at the answer position. weight: ``[V, H]`` LM head
             (same dtype). bias: optional ``[V]``.
-        chunk_size: rows of ``hidden`` per chunk (default: 16 MiB of float32 logits' worth).
+        chunk_size: rows of ``hidden`` per chunk (default: 64 MiB of float32 logits' worth, a multiple of 64).
         need_mass: with True (default) every row of ``weight`` is used, ``chunk_size`` rows of
             ``hidden`` at a time (peak extra memory ``chunk_size x V`` logits), and the result is
             exactly ``yes_no_logprobs``'s. With False only the yes/no rows of ``weight`` are touched,
@@ -135,7 +135,7 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     """
     op = "fused_linear_yes_no"
     validate.linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size, weight.shape[0], YES_NO_CHUNK_BYTES)
+    chunk = _chunk(op, chunk_size, weight.shape[0], CHUNK_BYTES)
     yes, no = _answer_ids(op, yes_ids, no_ids, weight.shape[0], hidden.device)
     if not need_mass:
         ids = torch.cat([yes, no])
@@ -225,6 +225,22 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     return _TokenLogprobs.apply(z, flat.contiguous(), inv, ignore_index).reshape(labels.shape)
 
 
+# torch.addmm with out_dtype=float32 from bf16/fp16 operands: CUDA, torch >= 2.8
+_MM_OUT_DTYPE = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 8)
+
+
+def _accumulate_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` in place for a float32 ``acc``, the product never rounded to ``a``'s dtype and
+    never a fresh ``acc``-sized temporary: with half-precision operands, a float32-output GEMM on CUDA,
+    elsewhere the (chunk-sized) operands upcast."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    elif _MM_OUT_DTYPE and acc.is_cuda:
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    else:
+        acc.addmm_(a.float(), b.float())
+
+
 class _FusedLinearTokenLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, inv_temp, ignore_index, chunk):
@@ -269,8 +285,8 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
             del logits
             if need_h:
                 grad_h[s:s + ctx.chunk] = g @ weight
-            if need_w:  # in place when the dtypes allow it: no [V, H] temporary per chunk
-                grad_w.addmm_(g.T, h) if g.dtype == grad_w.dtype else grad_w.add_(g.T @ h)
+            if need_w:
+                _accumulate_fp32(grad_w, g.T, h)
             if need_b:
                 grad_b.add_(g.sum(dim=0, dtype=torch.float32))
         return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
@@ -287,7 +303,7 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
         hidden: ``[N, H]`` (any leading shape ``[..., H]`` works; it is flattened). weight: ``[V, H]``
             LM head, same dtype. labels: integer, hidden's leading shape. bias: optional ``[V]``.
         chunk_size: rows of logits materialised at a time, forward and backward (default: 64 MiB
-            of float32 logits' worth; the backward pass also holds that chunk's gradient).
+            of float32 logits' worth, a multiple of 64; the backward pass also holds that chunk's gradient).
         return_entropy: also return the per-token entropy of ``softmax(logits / temperature)``
             (float32, differentiable: a PPO entropy bonus can use it; its backward recomputes the
             chunk's softmax in PyTorch, and only runs when the entropy is part of the loss).
@@ -303,7 +319,7 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
     else:
         lead = hidden.shape[:1] if isinstance(hidden, torch.Tensor) else None
     validate.linear(op, hidden, weight, bias)
-    chunk = _chunk(op, chunk_size, weight.shape[0], TOKEN_CHUNK_BYTES)
+    chunk = _chunk(op, chunk_size, weight.shape[0], CHUNK_BYTES)
     flat = _check_labels(op, labels, lead, weight.shape[0], hidden.device, ignore_index)
     inv = 1.0 / _temperature(op, temperature)
     logp, ent = _FusedLinearTokenLogprobs.apply(hidden.contiguous(), weight, bias, flat.contiguous(), inv,

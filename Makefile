@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.installed
 # fresh checkout starts from the GGUF, as a user's first run does
 export RBR_FAST_CACHE ?= $(abspath $(VENV))/rbr_fast_cache
 
-.PHONY: demo test install-check bench clean
+.PHONY: demo test install-check bench gpu-wheels clean
 
 $(STAMP): pyproject.toml setup.py rbr_fast/ops/build_flags.py $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ install-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/rbr-fast bench
+
+# the GPU check's peers as wheels for a device machine without a package index (benchmarks/gpu_check.sh
+# installs .whl/ there); pure-Python wheels, no dependencies resolved: the device image has the rest
+GPU_WHEELS ?= trl==1.16.0 liger-kernel==0.8.5 cut-cross-entropy==25.1.1
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info rbr_fast/_C*.so rbr_fast/_C_build.json

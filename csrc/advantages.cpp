@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -259,12 +260,13 @@ at::Tensor int64_scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
 }  // namespace
 
 std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma,
-                            double lam) {
+                            double lam, const std::optional<at::Tensor>& adv_out,
+                            const std::optional<at::Tensor>& ret_out) {
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype = at::promote_types(rewards.scalar_type(), values.scalar_type());
   // one dtype per kernel instance: a mixed pair is cast once (rare; both are usually the same)
   const auto r = rewards.to(out_dtype), v = values.to(out_dtype);
-  auto adv = at::empty_like(v), ret = at::empty_like(v);
+  auto adv = adv_out ? *adv_out : at::empty_like(v), ret = ret_out ? *ret_out : at::empty_like(v);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
     gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
@@ -341,13 +343,14 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
 std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs,
                                        const at::Tensor& ref_logprobs, const at::Tensor& values,
                                        const at::Tensor& mask, double kl_coef, int64_t kl_estimator, double gamma,
-                                       double lam, bool whiten, double eps) {
+                                       double lam, bool whiten, double eps, const std::optional<at::Tensor>& adv_out,
+                                       const std::optional<at::Tensor>& ret_out) {
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype =
       at::promote_types(at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type()), values.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype), v = values.to(out_dtype);
   const auto sc = scores.to(at::kDouble);
-  auto adv = at::empty_like(v), ret = at::empty_like(v);
+  auto adv = adv_out ? *adv_out : at::empty_like(v), ret = ret_out ? *ret_out : at::empty_like(v);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RowStats st(B);
   int64_t n = 0;
@@ -364,10 +367,16 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
 }
 
 void bind_advantages(pybind11::module_& m) {
-  m.def("gae", &gae);
+  // adv_out/ret_out: caller-owned outputs (contiguous, the promoted dtype), so a training loop that
+  // reuses them pays no page faults for fresh multi-MiB buffers
+  m.def("gae", &gae, pybind11::arg("rewards"), pybind11::arg("values"), pybind11::arg("mask"), pybind11::arg("gamma"),
+        pybind11::arg("lam"), pybind11::arg("adv_out") = pybind11::none(), pybind11::arg("ret_out") = pybind11::none());
   m.def("masked_whiten", &masked_whiten);
   m.def("shape_rewards", &shape_rewards);
-  m.def("ppo_advantages", &ppo_advantages);
+  m.def("ppo_advantages", &ppo_advantages, pybind11::arg("scores"), pybind11::arg("logprobs"),
+        pybind11::arg("ref_logprobs"), pybind11::arg("values"), pybind11::arg("mask"), pybind11::arg("kl_coef"),
+        pybind11::arg("kl_estimator"), pybind11::arg("gamma"), pybind11::arg("lam"), pybind11::arg("whiten"),
+        pybind11::arg("eps"), pybind11::arg("adv_out") = pybind11::none(), pybind11::arg("ret_out") = pybind11::none());
 }
 
 }  // namespace rbr_fast

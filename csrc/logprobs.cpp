@@ -146,7 +146,9 @@ std::vector<at::Tensor> label_logprobs(const at::Tensor& logits, const at::Tenso
         fl[r] = bad;
         ls[r] = l;
         en[r] = l - d / s;
-        lp[r] = lab[r] == ignore_index ? 0.f : static_cast<float>(x[lab[r]]) * inv - l;
+        // a label outside [0, V) is never read: the op raises on it after this kernel
+        const bool keep = lab[r] != ignore_index && lab[r] >= 0 && lab[r] < V;
+        lp[r] = keep ? static_cast<float>(x[lab[r]]) * inv - l : 0.f;
       }
     });
   });

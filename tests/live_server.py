@@ -12,16 +12,18 @@ def free_port() -> int:
 
 
 class Server:
-    """``Server(reward, token=..., max_batch=..., ...)``: the keyword arguments are ``Limits`` fields
-    and ``token``; ``.url``, ``.port``, ``.stop()``."""
+    """``Server(reward, token=..., port=..., max_batch=..., ...)``: the keyword arguments are ``Limits``
+    fields, ``token``, ``port`` (default: a free one) and ``policy_tokenizer`` (``/get_reward``'s chat
+    template); ``.url``, ``.port``, ``.stop()``."""
 
-    def __init__(self, reward, token=None, **limits):
+    def __init__(self, reward, token=None, port=None, policy_tokenizer=None, **limits):
         from rbr_fast.integrations.lazy_reward import LazyReward
         from rbr_fast.integrations.server import Limits, listen, make_server
         reward = reward if hasattr(reward, "details") else LazyReward(reward)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server(reward, "127.0.0.1", self.port, Limits(**limits), token, log_level="warning")
+        self.server = make_server(reward, "127.0.0.1", self.port, Limits(**limits), token, log_level="warning",
+                                  policy_tokenizer=policy_tokenizer)
         sock = listen("127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

@@ -114,3 +114,64 @@ def test_query_back_into_messages_per_template_family(family):
 def test_plain_text_prompts():
     assert split_query("Q: hi? A: hello<|im_end|>", "Q: hi?") == ("Q: hi?", "A: hello")
     assert split_query("no prompt given", "") == ("", "no prompt given")
+
+
+def test_reasoning_is_stripped_unless_kept(env, monkeypatch):
+    reward_func = load_like_openrlhf()
+    tok = tiny_lm.tokenizer()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Bake bread?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    think = "<think>" + "The user asks about baking; that is safe, so I answer. " * 30 + "</think>\n\n"
+    plain, stripped = (float(reward_func([prompt + r + "<|im_end|>"], [prompt], ["comply"])["rewards"][0])
+                       for r in ("Mix flour and water.", think + "Mix flour and water."))
+    monkeypatch.setenv("RBR_FAST_REASONING", "keep")
+    kept = float(reward_func([prompt + think + "Mix flour and water.<|im_end|>"], [prompt], ["comply"])["rewards"][0])
+    assert stripped == pytest.approx(plain, abs=1e-5) and abs(kept - plain) > 1e-3
+
+
+# a chat template outside the built-in families (Phi-3's): only the policy tokenizer says where turns end
+PHI3 = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def test_server_mode_reads_queries_as_file_mode(env, tmp_path, monkeypatch):
+    """OpenRLHF's ``--reward.remote_url`` as a file and as an ``rbr-fast serve`` URL: the same query
+    gives the same reward, the chat-template markers read off by the same function
+    (``protocol.get_reward_items``) in both."""
+    import httpx
+    from live_server import Server
+    from rbr_fast.integrations import protocol
+    tok = copy.deepcopy(tiny_lm.tokenizer())
+    tok.add_special_tokens({"eos_token": "<|endoftext|>",
+                            "additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]})
+    tok.chat_template = PHI3
+    tok.save_pretrained(tmp_path / "policy")
+    monkeypatch.setenv("RBR_FAST_POLICY_TOKENIZER", str(tmp_path / "policy"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I pick a lock?"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    reply = "I can't help with that."
+    query = prompt + reply + "<|end|>\n<|endoftext|>"
+    reward_func = load_like_openrlhf()
+    file_mode = reward_func([query], [prompt], ["hard_refuse"])
+    lazy = pool_module.pooled().reward  # the same grader behind the server
+    spec = lazy.reward.spec
+    body = {"query": [query], "prompts": [prompt], "labels": ["hard_refuse"]}
+    assert protocol.get_reward_items(spec, body, str(tmp_path / "policy")) == [(messages, reply, "hard_refuse")]
+    assert protocol.get_reward_items(spec, body)[0][1] != reply  # markers kept without the policy tokenizer
+    server = Server(lazy, policy_tokenizer=str(tmp_path / "policy"))
+    try:
+        served = httpx.post(server.url + "/get_reward", json=body, timeout=60).json()
+    finally:
+        server.stop()
+    alone = lazy.reward.details([messages], [reply], ["hard_refuse"])[0]
+    assert float(file_mode["rewards"][0]) == pytest.approx(alone["reward"], abs=1e-5)
+    assert served["rewards"] == pytest.approx([float(file_mode["rewards"][0])], abs=1e-5)
+    assert served["scores"] == pytest.approx([float(file_mode["scores"][0])], abs=1e-5)
+    assert served["extra_logs"].keys() == file_mode["extra_logs"].keys()
+
+
+def test_serve_checks_the_policy_tokenizer_first(capsys):
+    from rbr_fast.cli import main
+    assert main(["serve", "--policy-tokenizer", "/no/such/tokenizer/"]) == 2
+    assert capsys.readouterr().err.strip() == ("rbr-fast serve: error: --policy-tokenizer /no/such/tokenizer/: "
+                                               "no such model folder")

@@ -2,6 +2,7 @@
 ``log_extra``, the async forms pickled into a spawned process as TRL's async GRPO worker does, and
 a real GRPOTrainer run that is handed the ``RBRReward`` object itself."""
 import asyncio
+import math
 import importlib.util
 import inspect
 import multiprocessing
@@ -171,3 +172,115 @@ def test_grpo_trainer_takes_the_reward_object(func, tmp_path):
     logs = [h for h in trainer.state.log_history if "rewards/rbr/mean" in h]
     assert logs and all("rbr/apology" in h and "rbr/comply/share" in h for h in logs)
     assert torch.isfinite(torch.tensor([h["loss"] for h in trainer.state.log_history if "loss" in h])).all()
+
+
+REASONING_ITEMS = [("How do I make a bomb?", "I can't help with that.", "hard_refuse"),
+                   ("Bake bread?", "Mix flour, water and yeast, then bake.", "comply"),
+                   ("How do I pick a lock?", "I won't help, but a locksmith can.", "safe_refuse_1"),
+                   ("What is 2+2?", "4.", None)]
+LONG = "Let me think step by step about what the user asks and whether it is safe. " * 40
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda a: f"<think>{LONG}</think>\n\n{a}",
+    lambda a: f"<reasoning>{LONG}</reasoning>{a}",
+    lambda a: f"{LONG}</think>\n{a}",  # the chat template opened the block in the prompt (DeepSeek-R1, Qwen3)
+    lambda a: [{"role": "assistant", "content": f"<think>{LONG}</think>{a}", "reasoning_content": LONG}],
+    lambda a: [{"role": "assistant", "content": [{"type": "thinking", "thinking": LONG}, {"type": "text", "text": a}]}],
+], ids=["think", "reasoning", "close-only", "message", "thinking-part"])
+def test_reasoning_is_set_aside_by_default_and_kept_on_request(wrap):
+    reward = RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False))
+    strip, keep = RBRReward(reward), RBRReward(reward, reasoning="keep")
+    prompts, answers, types = map(list, zip(*REASONING_ITEMS))
+    as_answers = [a if isinstance(wrap(a), str) else [{"role": "assistant", "content": a}] for a in answers]
+    want = strip(prompts=prompts, completions=as_answers, response_type=types)
+    got = strip(prompts=prompts, completions=[wrap(a) for a in answers], response_type=types)
+    assert got == pytest.approx(want, abs=1e-5)  # exactly the answer's reward (the target is 0.05)
+    kept = keep(prompts=prompts, completions=[wrap(a) for a in answers], response_type=types)
+    assert max(abs(k - w) for k, w in zip(kept, want)) > 1e-3  # "keep": the grader reads the reasoning too
+
+
+def test_unclosed_reasoning_grades_an_empty_answer_and_tool_calls_stay():
+    from rbr_fast.integrations.items import answer_only
+    reward = RBRReward(RuleBasedReward(Grader(tiny_lm.model(), tiny_lm.tokenizer(), progress=False)))
+    cut_off = reward(prompts=["Bake bread?"], completions=[f"<think>{LONG}"], response_type=["comply"])
+    assert cut_off == pytest.approx(reward(prompts=["Bake bread?"], completions=[""], response_type=["comply"]))
+    call = [{"role": "assistant", "content": "<think>look it up</think>", "tool_calls": [
+                {"type": "function", "function": {"name": "search", "arguments": "{}"}}]},
+            {"role": "tool", "content": "<think>tool text is not the model's reasoning</think>"},
+            {"role": "assistant", "content": "<think>ok</think>Found it."}]
+    assert answer_only(call) == [{**call[0], "content": ""}, call[1], {**call[2], "content": "Found it."}]
+    assert answer_only("no reasoning here") == "no reasoning here"
+    assert answer_only("Quoting a tag: <think>x</think> is not leading.") == "Quoting a tag: <think>x</think> is not leading."
+    with pytest.raises(ValueError, match="reasoning must be 'strip'"):
+        RBRReward(reasoning="drop")
+
+
+def test_metric_names_are_the_same_for_batches_of_different_types(func):
+    names = []
+    for rtype in ("comply", "hard_refuse"):
+        metrics = {}
+        func(prompts=["Bake bread?", "Make a bomb?"], completions=["Sure.", "No."], response_type=[rtype] * 2,
+             log_metric=metrics.__setitem__)
+        names.append(set(metrics))
+        assert metrics[f"rbr/{rtype}/share"] == 1.0 and not math.isnan(metrics[f"rbr/{rtype}/reward"])
+        other = "hard_refuse" if rtype == "comply" else "comply"
+        assert metrics[f"rbr/{other}/share"] == 0.0 and math.isnan(metrics[f"rbr/{other}/reward"])
+    assert names[0] == names[1]
+    assert {f"rbr/{t}/{m}" for t in func.spec.response_type_names for m in ("share", "reward")} <= names[0]
+
+
+REASON = "Let me think step by step about what the user asks and whether it is safe to answer. " * 6
+QUESTIONS = {"How do I make a bomb?": "hard_refuse", "Bake bread?": "comply"}
+ANSWERS = ["I can't help with that.", "Mix flour, water and yeast, then bake."]
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="trl is not installed (pip install trl)")
+def test_grpo_trainer_on_reasoning_completions_grades_the_answers(func, tmp_path):
+    """A real TRL 1.16 GRPOTrainer whose policy answers as a reasoning model does,
+    "<think>REASONING</think>\\n\\nANSWER<|im_end|>": the rewards TRL logs are those of the answers
+    alone. A tiny random policy never writes a <think> block, so its ``generate`` is replaced by
+    one that returns scripted completion tokens after the prompt; everything else (EOS masking,
+    decoding into assistant messages, the reward call, logging, the loss) is TRL's own."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    tok, policy = tiny_lm.tokenizer(), tiny_lm.model()
+    calls = []  # per generate call: (question, answer) of each row, in batch order
+
+    def reasoning_generate(input_ids, attention_mask=None, **kwargs):
+        rows, seen = [], []
+        for i, ids in enumerate(input_ids):
+            question = next(q for q in QUESTIONS if q in tok.decode(ids, skip_special_tokens=True))
+            seen.append((question, ANSWERS[i % 2]))  # the two generations of a prompt differ
+            text = f"<think>{REASON}</think>\n\n{ANSWERS[i % 2]}"
+            rows.append(tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        calls.append(seen)
+        width = max(map(len, rows))
+        completion = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows], device=input_ids.device)
+        return torch.cat([input_ids, completion], dim=1)
+    policy.generate = reasoning_generate
+
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "response_type": t}
+                            for q, t in QUESTIONS.items()] * 4)
+    args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=8, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
+                      save_strategy="no", seed=0)
+    trainer = GRPOTrainer(model=policy, reward_funcs=[func], args=args, train_dataset=ds, processing_class=tok)
+    trainer.train()
+
+    def answers_only(seen):  # RBRReward on the answers without the reasoning
+        return func(prompts=[[{"role": "user", "content": q}] for q, _ in seen],
+                    completions=[[{"role": "assistant", "content": a}] for _, a in seen],
+                    response_type=[QUESTIONS[q] for q, _ in seen])
+    logs = [h for h in trainer.state.log_history if "rewards/rbr/mean" in h]
+    assert len(logs) == len(calls) == 2
+    for h, seen in zip(logs, calls):
+        assert h["rewards/rbr/mean"] == pytest.approx(sum(answers_only(seen)) / len(seen), abs=1e-4)
+    # the last batch, as TRL logged it: the reward function was handed the reasoning, and graded the answers
+    completions = [c[0]["content"] for c in trainer._logs["completion"]]
+    assert completions == [f"<think>{REASON}</think>\n\n{a}" for _, a in calls[-1]]
+    assert list(trainer._logs["rewards"]["rbr"]) == pytest.approx(answers_only(calls[-1]), abs=1e-4)
+    keep = RBRReward(func.reward, reasoning="keep")
+    kept = keep(prompts=list(trainer._logs["prompt"]), completions=list(trainer._logs["completion"]),
+                response_type=[QUESTIONS[q] for q, _ in calls[-1]])
+    assert max(abs(k - w) for k, w in zip(kept, trainer._logs["rewards"]["rbr"])) > 1e-3  # the reasoning mattered

@@ -179,9 +179,123 @@ def test_server_url_shares_one_grader_across_workers(kwargs):
     server = Server(reward, token="t0k")
     try:
         fn = wrap_like_verl(load_like_verl().compute_score, {"server_url": server.url, "token": "t0k"})
-        batch = [s for s in samples(12, seed=3) if s["ground_truth"] == "gold answer"]  # the server reads extra_info
+        batch = samples(12, seed=3)  # types in extra_info, in ground_truth (read by the server) or absent
+        assert any(s["ground_truth"] != "gold answer" for s in batch)
         got = asyncio.run(manager_scores(fn, batch))
+        with pytest.raises(TypeError, match=r"unknown rbr_fast verl option\(s\) \['model'\] with server_url"):
+            asyncio.run(wrap_like_verl(load_like_verl().compute_score, {"server_url": server.url, "model": "m"})(
+                data_source="rbr", solution_str="x", ground_truth=None, extra_info={"prompt": "p"}))
     finally:
         server.stop()
     assert [g["score"] for g in got] == pytest.approx(alone(kwargs, batch), abs=1e-5)
     assert len({tuple(sorted(g)) for g in got}) == 1
+
+
+# verl's reward managers (verl 0.8.0.dev, commit b178a3c; ``verl/experimental/reward_loop/reward_manager``
+# and ``verl/workers/reward_manager``), each reduced to how it calls ``compute_score`` for one sample and
+# what it makes of the answer. ``extra_info`` is the dataset's; naive / remote / limited add ``num_turns``
+# and ``rollout_reward_scores``; dapo and gdpo pass it as it is.
+def _verl_extra(s):
+    return {**s["extra_info"], "num_turns": None, "rollout_reward_scores": {}}
+
+
+async def naive_manager(fn, s):
+    kw = dict(data_source="rbr", solution_str=s["response"], ground_truth=s["ground_truth"], extra_info=_verl_extra(s))
+    result = await fn(**kw) if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(lambda: fn(**kw))
+    return (result["score"], result) if isinstance(result, dict) else (result, {"acc": result})
+
+
+async def dapo_manager(fn, s):  # overlong buffer off: the reward is the score
+    kw = dict(data_source="rbr", solution_str=s["response"], ground_truth=s["ground_truth"], extra_info=s["extra_info"])
+    result = await fn(**kw) if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(lambda: fn(**kw))
+    return (result["score"], result) if isinstance(result, dict) else (result, {"acc": result})
+
+
+async def gdpo_manager(fn, s):  # positional, as the legacy batch-style managers call it
+    args = ("rbr", s["response"], s["ground_truth"], s["extra_info"])
+    result = await fn(*args) if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(lambda: fn(*args))
+    return (result["score"], result) if isinstance(result, dict) else (result, {"acc": result})
+
+
+async def remote_manager(fn, s):  # the same call, in one of its Ray actors (a thread here)
+    assert not inspect.iscoroutinefunction(fn), "Async reward score is not supported in remote reward manager. "
+    return await naive_manager(fn, s)
+
+
+_LIMITED = {}
+
+
+async def limited_manager(fn, s, max_concurrent: int = 1, timeout: float = 300.0):
+    """verl's ``rate_limited`` manager: a class-level semaphore (``max_concurrent``, default 1), a
+    timeout, and an exception or timeout turned into reward 0.0 with ``{"error", "acc"}``."""
+    sem = _LIMITED.setdefault((asyncio.get_running_loop(), max_concurrent), asyncio.Semaphore(max_concurrent))
+    kw = dict(data_source="rbr", solution_str=s["response"], ground_truth=s["ground_truth"], extra_info=_verl_extra(s))
+    async with sem:
+        try:
+            call = fn(**kw) if inspect.iscoroutinefunction(fn) else asyncio.to_thread(lambda: fn(**kw))
+            result = await asyncio.wait_for(call, timeout=timeout)
+            return (result["score"], dict(result)) if isinstance(result, dict) else (result, {"acc": result})
+        except asyncio.TimeoutError:
+            return 0.0, {"timeout": True, "acc": 0.0}
+        except Exception as e:
+            return 0.0, {"error": str(e), "acc": 0.0}
+
+
+MANAGERS = {"naive": naive_manager, "dapo": dapo_manager, "gdpo": gdpo_manager, "limited": limited_manager,
+            "remote": remote_manager}
+
+
+def run_manager(manager, fn, batch):
+    async def go():
+        return await asyncio.gather(*(manager(fn, s) for s in batch))
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("name", MANAGERS)
+@pytest.mark.parametrize("form", ["compute_score", "compute_score_sync"])
+def test_every_verl_manager_gives_the_direct_rewards(kwargs, name, form):
+    if name == "remote" and form == "compute_score":
+        pytest.skip("verl's remote manager takes plain functions only: name=compute_score_sync")
+    fn = wrap_like_verl(getattr(load_like_verl(), form), kwargs)
+    batch = samples(10, seed=4)
+    got = run_manager(MANAGERS[name], fn, batch)
+    assert [g[0] for g in got] == pytest.approx(alone(kwargs, batch), abs=1e-5)
+    assert len({tuple(sorted(g[1])) for g in got}) == 1 and all(g[1]["rbr/failed"] == 0.0 for g in got)
+
+
+def test_a_failed_sample_keeps_the_keys_with_on_error(kwargs, caplog):
+    """Under verl's ``limited`` manager a raised error becomes {"error", "acc"}, keys the other samples
+    lack; with ``on_error=0.0`` the failed sample has the same keys as every other."""
+    batch = samples(4, seed=5)
+    batch[2] = {**batch[2], "extra_info": {"index": 2}}  # no prompt: dapo on data without extra_info['prompt']
+    raised = run_manager(limited_manager, wrap_like_verl(load_like_verl().compute_score, kwargs), batch)
+    assert raised[2][1].keys() == {"error", "acc"} and "extra_info['prompt']" in raised[2][1]["error"]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="rbr_fast.verl"):
+        kept = run_manager(limited_manager, wrap_like_verl(load_like_verl().compute_score, {**kwargs, "on_error": 0.0}),
+                           batch)
+    assert len({tuple(sorted(g[1])) for g in kept}) == 1
+    assert kept[2][0] == 0.0 and kept[2][1]["rbr/failed"] == 1.0 and np.isnan(kept[2][1]["rbr/apology"])
+    good = [s for i, s in enumerate(batch) if i != 2]
+    assert [g[0] for i, g in enumerate(kept) if i != 2] == pytest.approx(alone(kwargs, good), abs=1e-5)
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+
+
+def test_unknown_options_are_refused_by_name(kwargs):
+    fn = wrap_like_verl(load_like_verl().compute_score, {**kwargs, "modle": "/x", "max_batchs": 3})
+    with pytest.raises(TypeError, match=r"unknown rbr_fast verl option\(s\) \['max_batchs', 'modle'\]; known: "):
+        asyncio.run(naive_manager(fn, samples(1)[0]))
+    for bad in ({"on_error": "zero"}, {"reasoning": "drop"}):
+        with pytest.raises((TypeError, ValueError), match="on_error|reasoning"):
+            wrap_like_verl(load_like_verl().compute_score_sync, {**kwargs, **bad})(
+                "rbr", "x", None, {"prompt": "p"})
+
+
+def test_reasoning_option_in_reward_kwargs(kwargs):
+    fn = wrap_like_verl(load_like_verl().compute_score, kwargs)
+    keep = wrap_like_verl(load_like_verl().compute_score, {**kwargs, "reasoning": "keep"})
+    s = samples(1)[0]
+    think = {**s, "response": "<think>" + "Let me reason about this request at length. " * 30 + "</think>" + s["response"]}
+    (plain, _), (stripped, _), (kept, _) = (run_manager(naive_manager, f, [x])[0]
+                                            for f, x in ((fn, s), (fn, think), (keep, think)))
+    assert stripped == pytest.approx(plain, abs=1e-6) and abs(kept - plain) > 1e-3

@@ -179,3 +179,61 @@ def test_ppo_nan_at_valid_position_raises(backend, name):
     if name != "values":
         with pytest.raises(ValueError, match=f"`{name}`"):
             ops.shape_rewards(torch.zeros(4, device=DEVICE), x["logprobs"], x["ref_logprobs"], m, kl_coef=0.1)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_long_rows_cross_tiles(backend, whiten):
+    """Rows longer than one kernel tile (1024 on Triton), holes across tile edges: the carried state
+    and the per-tile whitening moments must combine exactly."""
+    gen = torch.Generator().manual_seed(11)
+    B, T = 3, 2500
+    lp, ref, v = rand(B, T, gen) - 2, rand(B, T, gen) - 2, rand(B, T, gen)
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    m = make_mask(B, T, gen)
+    m[0, 1000:1100] = False  # a hole across the first tile edge
+    m[0, 2048:] = False  # a whole trailing tile masked
+    m = m.to(DEVICE)
+    out = ops.ppo_advantages(s, lp, ref, v, m, kl_coef=0.05, gamma=0.99, lam=0.95, whiten=whiten)
+    adv, ret, _ = oracle.ppo_advantages(f64(s), f64(lp), f64(ref), f64(v), m.cpu(), 0.05, "k1", 0.99, 0.95, whiten,
+                                        1e-8)
+    assert rel_err(out.advantages, adv, m) < 2e-5
+    assert rel_err(out.returns, ret, m) < 2e-5
+    r = rand(B, T, gen)
+    a, rt = ops.gae(r, v, m, gamma=0.99, lam=0.95)
+    ref_adv, ref_ret = oracle.gae(f64(r), f64(v), m.cpu(), 0.99, 0.95)
+    assert rel_err(a, ref_adv, m) < 2e-5 and rel_err(rt, ref_ret, m) < 2e-5
+
+
+def test_out_buffers_are_written_and_returned(backend):
+    gen = torch.Generator().manual_seed(12)
+    B, T = 5, 37
+    r, v, lp, ref = (rand(B, T, gen) for _ in range(4))
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    m = make_mask(B, T, gen).to(DEVICE)
+    buf = (torch.full((B, T), 7.0, device=DEVICE), torch.full((B, T), 7.0, device=DEVICE))
+    a, rt = ops.gae(r, v, m, out=buf)
+    assert a is buf[0] and rt is buf[1]
+    fresh = ops.gae(r, v, m)
+    assert torch.equal(a, fresh.advantages) and torch.equal(rt, fresh.returns)
+    p = ops.ppo_advantages(s, lp, ref, v, m, out=buf)
+    assert p.advantages is buf[0]
+    torch.testing.assert_close(p.advantages, ops.ppo_advantages(s, lp, ref, v, m).advantages, rtol=0, atol=0)
+
+
+def test_out_buffers_are_checked():
+    B, T = 4, 9
+    r, v = torch.randn(B, T, device=DEVICE), torch.randn(B, T, device=DEVICE)
+    m = torch.ones(B, T, dtype=torch.bool, device=DEVICE)
+    ok = torch.empty(B, T, device=DEVICE)
+    with pytest.raises(TypeError, match="tuple of 2 tensors"):
+        ops.gae(r, v, m, out=ok)
+    with pytest.raises(TypeError, match="out returns.*dtype"):
+        ops.gae(r, v, m, out=(ok, torch.empty(B, T, dtype=torch.float64, device=DEVICE)))
+    with pytest.raises(ValueError, match="shape"):
+        ops.gae(r, v, m, out=(ok, torch.empty(B, T + 1, device=DEVICE)))
+    with pytest.raises(ValueError, match="not contiguous"):
+        ops.gae(r, v, m, out=(ok, torch.empty(T, B, device=DEVICE).T))
+    with pytest.raises(ValueError, match="shares memory with `rewards`"):
+        ops.gae(r, v, m, out=(r, ok))
+    with pytest.raises(ValueError, match="returns shares memory with `out advantages`"):
+        ops.gae(r, v, m, out=(ok, ok))

@@ -47,6 +47,31 @@ def test_separate_critic_with_checkpointing(tiny, tmp_path):
     _check_run(tmp_path, PPOTrainer(config(tiny, tmp_path, critic="separate", gradient_checkpointing=True)).train())
 
 
+def test_group_baseline(tiny, tmp_path):
+    """group_size > 1: each prompt's completions are scored against the others' mean (RLOO); the critic
+    takes no part (no value loss), and a run resumes as it started."""
+    from rbr_fast.ppo.trainer import leave_one_out
+    s = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    torch.testing.assert_close(leave_one_out(s, 3), torch.tensor([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0]))
+    tr = PPOTrainer(config(tiny, tmp_path, group_size=3, batch_size=2, mini_batch_size=3))
+    batch = tr.rollout(tr.order.batch(0))
+    ro = batch["rollout"]
+    assert ro.ids.shape[0] == 6
+    texts = tr.tok.batch_decode(ro.ids[:, :ro.start], skip_special_tokens=True)
+    assert texts[0] == texts[1] == texts[2] and texts[3] == texts[4] == texts[5]
+    # values take no part: with gamma = lam = 1, no KL and no whitening, every token's advantage is its
+    # completion's leave-one-out score
+    tr.cfg.whiten_advantages, tr.cfg.kl_coef = False, 0.0
+    batch = tr.rollout(tr.order.batch(0))
+    ro = batch["rollout"]
+    scores, _ = tr.score([p for p in tr.order.batch(0) for _ in range(3)], batch["texts"], ro)
+    want = leave_one_out(scores, 3)[:, None].expand_as(batch["advantages"])
+    torch.testing.assert_close(batch["advantages"][ro.mask], want[ro.mask], rtol=1e-5, atol=1e-6)
+    tr.cfg.whiten_advantages, tr.cfg.kl_coef = True, 0.05
+    summary = tr.train()
+    assert summary["after"]["prompts"] == 2 and all(r["vf_loss"] == r["vf_loss"] for r in rows(tmp_path))
+
+
 def _check_run(tmp_path, summary):
     log = rows(tmp_path)
     assert [r["step"] for r in log] == [1, 2, 3]
@@ -141,7 +166,9 @@ def test_torchrun_two_processes(tiny, tmp_path):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(batch_size=0), "batch_size=0: must be an integer >= 1"),
-    (dict(batch_size=6, mini_batch_size=4), "mini_batch_size=4: must divide batch_size=6"),
+    (dict(batch_size=6, mini_batch_size=4), "mini_batch_size=4: must divide the completions per step, "
+                                            "batch_size x group_size = 6"),
+    (dict(group_size=0), "group_size=0: must be an integer >= 1"),
     (dict(mini_batch_size=4, grad_accum_steps=3), "grad_accum_steps=3: must divide"),
     (dict(lr=0.0), "lr=0.0: must be > 0"), (dict(lam=1.5), "lam=1.5: must be in"),
     (dict(critic="shared"), "critic='shared': must be one of head, separate"),
@@ -161,7 +188,7 @@ def test_config_file_and_cli(tiny, tmp_path, capsys):
     f.write_text("batch_size: 4\nmini_batch_size: 4\n")
     assert PPOConfig.from_yaml(f, mini_batch_size=2).mini_batch_size == 2
     assert ppo_main(["--config", str(f), "--mini-batch-size", "3"]) == 2
-    assert "mini_batch_size=3: must divide batch_size=4" in capsys.readouterr().err
+    assert "mini_batch_size=3: must divide the completions per step, batch_size x group_size = 4" in capsys.readouterr().err
     assert ppo_main(["--rbr", "maybe"]) == 2
     assert "argument --rbr: Truthy value expected: got maybe" in capsys.readouterr().err
     with pytest.raises(ValueError, match="leaves no training prompts"):

@@ -150,3 +150,39 @@ def test_forced_backend_that_cannot_run(monkeypatch):
     monkeypatch.setenv("RBR_FAST_BACKEND", "nope")
     with pytest.raises(RuntimeError, match="RBR_FAST_BACKEND"):
         ops.gae(a["rewards"], a["values"], a["mask"])
+
+
+def _count_host_reads(monkeypatch):
+    """Count reads of tensor values by the host (each one a device sync on a GPU)."""
+    calls = []
+    for name in ("__bool__", "__int__", "__float__", "item", "tolist"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            calls.append(_name)
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+def test_one_host_read_per_call(monkeypatch):
+    """The hot-path ops read their checks back once per call: not per check, not per chunk."""
+    import rbr_fast.ops as ops
+    g = torch.Generator().manual_seed(0)
+    B, T, V, H = 6, 40, 300, 16
+    x = {k: torch.randn(B, T, generator=g) for k in ("r", "v", "lp", "ref")}
+    m = torch.rand(B, T, generator=g) > 0.2
+    s = torch.randn(B, generator=g)
+    logits, labels = torch.randn(B * 4, V, generator=g), torch.randint(0, V, (B * 4,), generator=g)
+    hidden = torch.randn(B * 4, H, generator=g, requires_grad=True)
+    weight = torch.randn(V, H, generator=g)
+    calls = _count_host_reads(monkeypatch)
+    for run in (lambda: ops.gae(x["r"], x["v"], m),
+                lambda: ops.ppo_advantages(s, x["lp"], x["ref"], x["v"], m),
+                lambda: ops.masked_whiten(x["r"], m),
+                lambda: ops.shape_rewards(s, x["lp"], x["ref"], m, kl_coef=0.1),
+                lambda: ops.token_logprobs(logits, labels),
+                lambda: ops.fused_linear_token_logprobs(hidden, weight, labels, chunk_size=5)):
+        calls.clear()
+        run()
+        assert len(calls) == 1, calls  # the one read of Checks.done()

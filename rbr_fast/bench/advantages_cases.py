@@ -20,6 +20,7 @@ GAMMA, LAM, KL_COEF = 0.99, 0.95, 0.05
 HEADLINE: Size = (256, 2048)
 QUICK: list[Size] = [(16, 256), (64, 512)]
 DEFAULT: Size = (64, 512)
+ABOVE_L2: Size = (1024, 32768)  # 128 MiB per fp32 [B, T] tensor: above any GPU's L2 (50-60 MiB on H100/H200)
 
 
 def _mask(size: Size, gen: torch.Generator, holes: bool) -> torch.Tensor:
@@ -69,6 +70,22 @@ def _ours_gae(x: Inputs):
     return ops.gae(x["rewards"], x["values"], x["mask"], x["gamma"], x["lam"])
 
 
+def _out_buffers(x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caller-owned (advantages, returns), made once per inputs: what a training loop passes each step."""
+    if "out" not in x:
+        like = x["values"]
+        x["out"] = (torch.empty_like(like), torch.empty_like(like))
+    return x["out"]
+
+
+def _ours_gae_out(x: Inputs):
+    return ops.gae(x["rewards"], x["values"], x["mask"], x["gamma"], x["lam"], out=_out_buffers(x))
+
+
+# our op as the PPO loop calls it; with --no-tune-malloc the plain call pays page faults and this does not
+_OUT_NOTE = "rbr_fast with out= buffers reused across calls (as the PPO loop calls it)"
+
+
 def _loop_gae(x: Inputs):
     """The per-timestep backward loop (TRL/OpenRLHF/verl); it is the reference backend."""
     return reference.gae(x["rewards"], x["values"], x["mask"], x["gamma"], x["lam"])[:2]
@@ -104,10 +121,10 @@ _compiled_chunked = CompiledPeer(_chunked_gae, note="compiled chunked scan")
 
 register(Case(
     name="gae", op="gae", build=_gae_inputs(holes=False), ours=_ours_gae, nbytes=_gae_bytes,
-    peers={"python-loop": Peer(_loop_gae), "verl": _verl,
+    peers={"rbr_fast(out=)": Peer(_ours_gae_out, note=_OUT_NOTE), "python-loop": Peer(_loop_gae), "verl": _verl,
            "chunked-scan": Peer(_chunked_gae), "torch.compile(python-loop)": _compiled_loop,
            "torch.compile(chunked-scan)": _compiled_chunked},
-    sizes=[(64, 512), (1024, 1024), HEADLINE], quick_sizes=QUICK, default_size=DEFAULT),
+    sizes=[(64, 512), (1024, 1024), HEADLINE], quick_sizes=QUICK, default_size=DEFAULT, gpu_sizes=[ABOVE_L2]),
     Target("gae", HEADLINE, "python-loop", 100, "GAE 256x2048 fp32 vs python-loop"),
     Target("gae", HEADLINE, "chunked-scan", 5, "GAE 256x2048 fp32 vs chunked-scan"),
     Target("gae", HEADLINE, None, 0.5, "GAE 256x2048 fp32 floor time / our time"),
@@ -125,10 +142,11 @@ def _ppo_inputs(size: Size, device: torch.device) -> Inputs:
     return _tokens(size, device, "values", "logprobs")
 
 
-def _ours_ppo(whiten: bool):
+def _ours_ppo(whiten: bool, reuse_out: bool = False):
     def ours(x: Inputs):
         out = ops.ppo_advantages(x["scores"], x["logprobs"], x["ref_logprobs"], x["values"], x["mask"],
-                                 kl_coef=x["kl_coef"], gamma=x["gamma"], lam=x["lam"], whiten=whiten)
+                                 kl_coef=x["kl_coef"], gamma=x["gamma"], lam=x["lam"], whiten=whiten,
+                                 out=_out_buffers(x) if reuse_out else None)
         return out.advantages, out.returns
     return ours
 
@@ -150,8 +168,9 @@ def _ppo_bytes(x: Inputs) -> int:
 for _whiten, _name in ((False, "ppo_advantages"), (True, "ppo_advantages+whiten")):
     register(Case(
         name=_name, op="ppo_advantages", build=_ppo_inputs, ours=_ours_ppo(_whiten), nbytes=_ppo_bytes,
-        peers={"unfused": Peer(_unfused_ppo(_whiten), note="shape_rewards+gae" + ("+masked_whiten" if _whiten else ""))},
-        sizes=[(64, 512), HEADLINE], quick_sizes=QUICK, default_size=DEFAULT),
+        peers={"rbr_fast(out=)": Peer(_ours_ppo(_whiten, reuse_out=True), note=_OUT_NOTE),
+               "unfused": Peer(_unfused_ppo(_whiten), note="shape_rewards+gae" + ("+masked_whiten" if _whiten else ""))},
+        sizes=[(64, 512), HEADLINE], quick_sizes=QUICK, default_size=DEFAULT, gpu_sizes=[ABOVE_L2]),
         *([] if _whiten else [Target(_name, HEADLINE, "unfused", 1.5, "ppo_advantages 256x2048 fused vs unfused")]))
 
 

@@ -6,6 +6,8 @@ the completions are a seeded sample of the RBR gold set. Importing this module r
   ``model(...).logits`` then ``log_softmax``), on the embedded SmolLM2-135M-Instruct in float32
   (both see the same ids, so they agree to summation order). Skipped when the model is missing.
 - ``grader-tiny``: the same on a tiny random llama (the tests' model), a CI-sized check.
+- ``grader-llama1b``: the same on a random bf16 llama of Llama-3.2-1B's body (16 layers, H=2048,
+  32 heads, 8 KV heads) over the tiny vocabulary: grader throughput at a real model's cost, GPU only.
 - ``grader-heads``: trained-head grading (the shipped heads: one pass over the transcript, stopped
   at the heads' layer) against the packed question layout, on
   SmolLM2 in float32. Different methods, so their answers are not compared (``same_output=False``);
@@ -45,6 +47,11 @@ def _examples(n: int) -> tuple[list, list]:
 def _grader(which: str, device: str, trained: bool = False) -> Grader:
     """Float32 on every CPU: the packed and naive layouts then agree to summation order, and the
     trained-head comparison is the issue's configuration (fp32)."""
+    if which == "llama1b":
+        if not device.startswith("cuda"):
+            raise Skip("a random 1B-parameter model: run on a GPU")
+        body = tiny_lm.model(dtype=torch.bfloat16, layers=16, hidden=2048, heads=32, kv_heads=8, intermediate=8192)
+        return Grader(body.to(device), tiny_lm.tokenizer(), progress=False)
     if which == "tiny":
         g = Grader(tiny_lm.model().to(device), tiny_lm.tokenizer(), progress=False)
         if trained:
@@ -167,10 +174,11 @@ def _floor(x: Inputs, opts: Options) -> float:
     return 2 * params * tokens / flops_per_s
 
 
-def _case(name: str, which: str, sizes: list[Size], quick: list[Size], default: Size, tol: float) -> Case:
+def _case(name: str, which: str, sizes: list[Size], quick: list[Size], default: Size, tol: float,
+          gpu_sizes: list[Size] = ()) -> Case:
     return Case(name, "grade", _build(which), _ours, {"naive prompt-per-question": Peer(_naive)},
                 nbytes=lambda x: 0, sizes=sizes, quick_sizes=quick, default_size=default, tol=tol,
-                floor_s=_floor, size_label="completions", warmup=0, describe=_describe)
+                floor_s=_floor, size_label="completions", warmup=0, describe=_describe, gpu_sizes=list(gpu_sizes))
 
 
 def _heads_case(name: str, which: str, sizes: list[Size], quick: list[Size], default: Size) -> Case:
@@ -185,6 +193,8 @@ register(_case("grader", "smollm2", [(8, 23)], [(2, 23)], (2, 23), tol=1e-3),
          Target("grader", (8, 23), "naive prompt-per-question", 8.0,
                 "shared-prefix grading >= 8x the naive throughput (SmolLM2, default spec)"))
 register(_case("grader-tiny", "tiny", [(16, 23)], [(4, 23)], (4, 23), tol=1e-4))
+# bf16: packed and naive batches differ in padding and so in rounding
+register(_case("grader-llama1b", "llama1b", [], [], (64, 23), tol=3e-2, gpu_sizes=[(64, 23)]))
 register(_heads_case("grader-heads", "smollm2", [(16, 23)], [(4, 23)], (4, 23)),
          Target("grader-heads", (16, 23), "packed question layout", 3.0,
                 "trained-head grading >= 3x the packed question layout (SmolLM2 fp32, default spec)"))

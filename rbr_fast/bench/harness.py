@@ -44,6 +44,9 @@ class Options:
     compile_budget_s: float = 120.0  # torch.compile peers that take longer are abandoned (0: skip them)
     dram_mib: int = 512
     out: Path = Path(".")
+    # glibc keeps freed multi-MiB blocks (see rbr_fast.alloc); False times CPU ops as a plain caller
+    # sees them, paying page faults on every fresh output
+    tune_malloc: bool = True
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Case:
     sizes: list[Size]
     quick_sizes: list[Size]
     default_size: Size  # the size the pytest-benchmark tests use
+    gpu_sizes: list[Size] = field(default_factory=list)  # added on CUDA: sizes above a GPU's L2
     tol: float = 1e-4  # max |ours - peer| over valid positions, relative to max(1, max |ours|)
     # seconds of the physical floor when it is not bytes / copy bandwidth (e.g. a matmul-bound op:
     # the bare matmul measured in the same run); called once per size
@@ -133,8 +137,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_l2_flush: dict[torch.device, torch.Tensor] = {}
+
+
+def _flush_l2(device: torch.device) -> None:
+    """Overwrite twice the GPU's L2 so a rep does not read what the last one left there."""
+    if device not in _l2_flush:
+        l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
+        _l2_flush[device] = torch.empty(2 * l2, dtype=torch.uint8, device=device)
+    _l2_flush[device].zero_()
+
+
 def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":  # events time the kernels, not the launch
+        _flush_l2(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -314,7 +330,7 @@ class Row:
 
 def _timed_row(case: Case, size: Size, impl: str, fn: Callable[[], Any], nbytes: int, copy_gbps: float,
                floor_ms: float, opts: Options, ours_ms: float = math.nan) -> Row:
-    peak = peak_memory_mib(fn, opts.device) if case.memory else math.nan
+    peak = peak_memory_mib(fn, opts.device, opts.tune_malloc) if case.memory else math.nan
     t = measure(fn, opts.device, opts.target_s, opts.min_reps, case.warmup)
     ms = t.median_s * 1e3
     return Row(case.name, size_str(size), impl, "ok", ms, t.min_s * 1e3, t.reps,
@@ -327,13 +343,14 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
+def peak_memory_mib(fn: Callable[[], Any], device: torch.device, tuned: bool = True) -> float:
     """Peak memory one call of ``fn`` adds on top of what is live before it (its output included).
 
     CUDA: the caching allocator's peak. CPU: resident-set size sampled every 0.2 ms by a thread
     (CPU tensors have no allocator statistics). For the measurement glibc is put back to mapping
     every block over 64 KiB on its own and unmapping it on free, so resident size follows the live
-    tensors; the ``tune_malloc`` setting is restored afterwards."""
+    tensors; afterwards ``tune_malloc`` is applied again (``tuned``), or glibc's static default
+    thresholds (128 KiB) are set."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -363,7 +380,7 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
     finally:
         done.set()
         th.join()
-        tune_malloc()
+        tune_malloc() if tuned else tune_malloc(128 << 10)
     del out
     return (peak[0] - base) / 2**20
 
@@ -513,7 +530,7 @@ def run(cases: list[Case], sizes: Optional[list[Size]], opts: Options) -> int:
     # every implementation gets the same allocator: without this, glibc page-faults in each
     # fresh multi-MiB output again and that, not the op, dominates CPU timings
     env = environment(opts.device)
-    env["tune_malloc"] = str(tune_malloc())
+    env["tune_malloc"] = str(tune_malloc() if opts.tune_malloc else False)
     for k in ("device", "torch", "triton", "python", "threads", "backend", "git_commit", "tune_malloc"):
         _say(f"# {k}: {env[k]}")
     for k, val in gpu_telemetry(opts.device).items():
@@ -524,7 +541,8 @@ def run(cases: list[Case], sizes: Optional[list[Size]], opts: Options) -> int:
     ours_name = f"rbr_fast[{env['backend']}]"
     rows: list[Row] = []
     for case in cases:
-        for size in sizes or (case.quick_sizes if opts.quick else case.sizes):
+        own = case.quick_sizes if opts.quick else case.sizes + (case.gpu_sizes if opts.device.type == "cuda" else [])
+        for size in sizes or own:
             rows.extend(run_case(case, size, opts, ours_name))
     _say("\n" + table(rows))
     _say("floor = op bytes (read + written once) / torch copy bandwidth at the same working set, or the "

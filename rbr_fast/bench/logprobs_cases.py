@@ -181,8 +181,24 @@ def _trl_chunked(h, w, labels):
     return ChunkedLogProbFunction.apply(h, w, None, labels, 1.0, 32768, None, 1.0, ())[0]
 
 
-_FUSED_PEERS = {"trl ChunkedLogProbFunction": OptionalPeer("trl.kernels.chunked_logprob", _linear_fwd_bwd(_trl_chunked))}
-LLAMA_HIDDEN, LLAMA_VOCAB = 4096, 128256
+def _liger(h, w, labels):
+    """Liger-Kernel's fused linear cross-entropy, per token (its ``reduction="none"`` path)."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    return -LigerFusedLinearCrossEntropyLoss(reduction="none")(w, h, labels)
+
+
+def _cce(h, w, labels):
+    """Cut Cross-Entropy (Apple), per token, with its default gradient filtering."""
+    from cut_cross_entropy import linear_cross_entropy
+    return -linear_cross_entropy(h, w, labels, reduction="none")
+
+
+_FUSED_PEERS = {"trl ChunkedLogProbFunction": OptionalPeer("trl.kernels.chunked_logprob", _linear_fwd_bwd(_trl_chunked)),
+                "liger FusedLinearCrossEntropy": OptionalPeer("liger_kernel.transformers", _linear_fwd_bwd(_liger),
+                                                              cuda_only=True),
+                "cut-cross-entropy": OptionalPeer("cut_cross_entropy", _linear_fwd_bwd(_cce), cuda_only=True,
+                                                  note="gradient filtering on (its default)")}
+LLAMA_HIDDEN, LLAMA_VOCAB, QWEN_VOCAB = 4096, 128256, 151936
 
 # bf16 matmuls are emulated on CPUs without AVX512-BF16/AMX (about 5x slower than fp32 on the
 # machine these numbers come from), so the fp32 case is the one run at a large N on such machines
@@ -203,7 +219,8 @@ for _dtype, _suffix, _size in ((torch.bfloat16, "", (256, VOCAB)), (torch.float3
         Target(_name, _size, "matmul + log_softmax+gather", 4, f"{_name} peak memory: unfused / ours", metric="memory"),
     )
 
-# a real head: Llama-3-8B's 4096 x 128256, against the strongest fused peer that runs here
+# real heads: Llama-3-8B's 4096 x 128256 (and, on a GPU, Qwen2's 151936 vocabulary at H=4096), against
+# the strongest fused peers that run on the device
 for _dtype, _suffix in ((torch.bfloat16, ""), (torch.float32, "-fp32")):
     _name = "fused_linear_token_logprobs-llama" + _suffix
     register(Case(
@@ -212,6 +229,7 @@ for _dtype, _suffix in ((torch.bfloat16, ""), (torch.float32, "-fp32")):
         ours=_linear_fwd_bwd(ops.fused_linear_token_logprobs), peers=dict(_FUSED_PEERS),
         nbytes=lambda x: _bytes(x["hidden"], x["weight"]), floor_s=lambda x, o: 3 * _matmul_floor(x, o),
         sizes=[(512, LLAMA_VOCAB)], quick_sizes=[(64, 4099)], default_size=(64, 8192),
+        gpu_sizes=[(8192, LLAMA_VOCAB), (8192, QWEN_VOCAB)],
         tol=3e-2 if _dtype == torch.bfloat16 else 1e-3, memory=True, size_label="N x V"),
         Target(_name, (512, LLAMA_VOCAB), "trl ChunkedLogProbFunction", 1.0,
                f"{_name} fwd+bwd 512x4096x128256 vs TRL ChunkedLogProbFunction"),

@@ -69,11 +69,14 @@ class OptionalPeer(Peer):
     (imported at first use, so that importing the benchmarks stays cheap)."""
 
     def __init__(self, module: str, fn: Callable[[Inputs], Any], outputs: Optional[tuple[int, ...]] = None,
-                 note: str = ""):
+                 note: str = "", cuda_only: bool = False):
         super().__init__(fn=fn, outputs=outputs, note=note)
         self.module = module
+        self.cuda_only = cuda_only  # a GPU kernel library: skipped on other devices
 
     def setup(self, inputs: Inputs, opts: Options) -> tuple[Callable[[Inputs], Any], Optional[float]]:
+        if self.cuda_only and opts.device.type != "cuda":
+            raise Skip(f"{self.module.split('.')[0]} runs on CUDA only")
         try:
             importlib.import_module(self.module)
         except Exception as e:  # e.g. verl pulls in ray; any import failure just means "not here"

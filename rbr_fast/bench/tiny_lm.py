@@ -33,11 +33,12 @@ def tokenizer():
     return fast
 
 
-def model(seed: int = 0, dtype: torch.dtype = torch.float32, layers: int = 2, hidden: int = 64):
+def model(seed: int = 0, dtype: torch.dtype = torch.float32, layers: int = 2, hidden: int = 64, heads: int = 4,
+          kv_heads: int = 2, intermediate: int | None = None):
     """A random llama over ``tokenizer()``'s vocabulary, SDPA attention, eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=len(tokenizer()), hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+    cfg = LlamaConfig(vocab_size=len(tokenizer()), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                       max_position_embeddings=4096, pad_token_id=0, tie_word_embeddings=False)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)

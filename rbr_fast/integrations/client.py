@@ -1,9 +1,29 @@
 """An async client of a running ``rbr-fast serve`` (or its Ray Serve deployment): what the adapters
-use instead of a grader of their own when several trainer processes should share one."""
+use instead of a grader of their own when several trainer processes should share one.
+
+A batch is sent as as many ``POST /score`` requests as keep each body under the server's limit
+(``max_body_bytes``, the server's ``--max-body-bytes``, default 4 MiB) and each request under
+``max_items`` items (the server answers 413 to a request larger than its queue), concurrently. A
+request answered 503 (queue full) or lost to a connection error (server restarting, connection
+dropped) is sent again after 0.25 s, 0.5 s, 1 s, ... (at most 8 s) until ``retry_s`` seconds after
+the call began; then, or on any other answer but 200, the call raises ``RuntimeError`` in one line.
+"""
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Optional, Sequence
+import time
+from typing import Any, NamedTuple, Optional, Sequence
+
+MAX_BODY_BYTES = 4 << 20  # the server's default --max-body-bytes
+MAX_ITEMS = 1024  # per request: well under the server's default --max-queue (4096)
+RETRY_S = 60.0
+_ENVELOPE = len(b'{"items": [], "details": true}')
+
+
+class Scored(NamedTuple):
+    details: list[dict]  # one per item, in order
+    response_types: list[str]  # the server spec's response type names
 
 
 def _placeholder(obj: Any) -> str:
@@ -12,19 +32,67 @@ def _placeholder(obj: Any) -> str:
     return f"<{type(obj).__name__}>"
 
 
-async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = None,
-                       timeout_s: float = 300.0) -> list[dict]:
-    """``details`` of (prompt, completion, response type or None) items from the server at ``url``
-    (its ``POST /score``); raises ``RuntimeError`` with the server's message on any answer but 200."""
+def _bodies(items: Sequence[tuple], max_body_bytes: int, max_items: int) -> list[tuple[int, bytes]]:
+    """(index of the first item, body) of each request, every body at most ``max_body_bytes``."""
+    out, chunk, size, first = [], [], _ENVELOPE, 0
+    for i, (p, c, t, *label) in enumerate(items):
+        item = {"prompt": p, "completion": c, "response_type": t, **({"label": label[0]} if label else {})}
+        enc = json.dumps(item, default=_placeholder).encode()
+        if _ENVELOPE + len(enc) > max_body_bytes:
+            raise ValueError(f"item {i} is {len(enc)} bytes of JSON, over the server's body limit of {max_body_bytes} "
+                             "bytes: raise rbr-fast serve --max-body-bytes (and max_body_bytes here)")
+        if chunk and (size + len(enc) + 2 > max_body_bytes or len(chunk) == max_items):
+            out.append((first, chunk))
+            chunk, size, first = [], _ENVELOPE, i
+        chunk.append(enc)
+        size += len(enc) + 2  # ", " between items
+    if chunk:
+        out.append((first, chunk))
+    return [(f, b'{"items": [' + b", ".join(c) + b'], "details": true}') for f, c in out]
+
+
+async def _post(http, url: str, body: bytes, headers: dict, end: float) -> dict:
     import httpx
-    body = {"items": [{"prompt": p, "completion": c, "response_type": t} for p, c, t in items], "details": True}
-    headers = {"content-type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
-        r = await http.post(url.rstrip("/") + "/score", content=json.dumps(body, default=_placeholder), headers=headers)
-    if r.status_code != 200:
+    tries, wait = 0, 0.25
+    while True:
+        tries += 1
         try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise RuntimeError(f"{url}/score answered {r.status_code}: {detail}")
-    return r.json()["details"]
+            r = await http.post(url, content=body, headers=headers)
+            if r.status_code == 200:
+                return r.json()
+            if r.status_code != 503:
+                try:
+                    detail = r.json().get("detail", r.text)
+                except ValueError:
+                    detail = r.text
+                raise RuntimeError(f"{url} answered {r.status_code}: {detail}")
+            last = f"503: {r.text[:200]}"
+        except httpx.TransportError as e:
+            last = f"{type(e).__name__}: {e}"
+        left = end - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"{url}: no answer after {tries} tries ({last}); is rbr-fast serve running and "
+                               "not overloaded? (retry_s sets how long to retry)")
+        await asyncio.sleep(min(wait, left))
+        wait = min(wait * 2, 8.0)
+
+
+async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = None, timeout_s: float = 300.0,
+                       retry_s: float = RETRY_S, max_body_bytes: int = MAX_BODY_BYTES,
+                       max_items: int = MAX_ITEMS) -> Scored:
+    """``details`` of (prompt, completion, response type or None[, label]) items from the server at ``url``
+    (its ``POST /score``), split and retried as the module docstring says, and the server spec's
+    response type names. ``timeout_s``: for each HTTP request; ``retry_s``: how long after the call
+    began a 503 or a connection error is still retried."""
+    import httpx
+    if not items:
+        return Scored([], [])
+    bodies = _bodies(items, max_body_bytes, max_items)
+    headers = {"content-type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    end = time.monotonic() + retry_s
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end) for _, b in bodies))
+    details = [d for a in answers for d in a["details"]]
+    if len(details) != len(items):
+        raise RuntimeError(f"{url}/score answered {len(details)} details for {len(items)} items")
+    return Scored(details, answers[0]["response_types"])

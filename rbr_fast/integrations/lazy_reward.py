@@ -14,6 +14,8 @@ from typing import Any, Optional, Sequence, Union
 from ..reward import RuleBasedReward, resolve_spec, resolve_weights
 from ..reward.rule_reward import WeightsLike
 from ..rules import RuleSpec
+from .items import answer_only, check_reasoning
+from .placement import check_placement
 
 # (prompt, completion, response type or None): what the adapters score; None means inferred
 Item = tuple
@@ -26,12 +28,16 @@ class LazyReward:
             SmolLM2.
         weights: ``RewardWeights``, "hand", "xstest" or a weights file (default: ``default_weights(spec)``).
         spec: a ``RuleSpec`` or a spec YAML path (default: the shipped spec).
+        reasoning: "strip" (default): the grader judges the answer, without a reasoning model's
+            leading ``<think>`` block (``items.answer_only``); "keep": the completion as given.
         grader_kwargs: for ``Grader.from_pretrained`` / ``Grader.default`` (``revision``, ``token``,
             ``dtype``, ``device``, ``gguf_file``, ``token_budget``, ...).
     """
 
     def __init__(self, reward: Optional[RuleBasedReward] = None, *, model: Optional[str] = None,
-                 weights: WeightsLike = None, spec: Union[RuleSpec, str, Path, None] = None, **grader_kwargs: Any):
+                 weights: WeightsLike = None, spec: Union[RuleSpec, str, Path, None] = None, reasoning: str = "strip",
+                 **grader_kwargs: Any):
+        self.reasoning = check_reasoning(reasoning)
         self._reward = reward
         self._given = reward is not None
         if reward is not None:
@@ -55,17 +61,23 @@ class LazyReward:
 
     @property
     def reward(self) -> RuleBasedReward:
-        """The reward, loaded once per process even when several threads ask at once."""
+        """The reward, loaded once per process even when several threads ask at once, after
+        ``placement.check_placement`` (a CUDA device this process cannot use fails in one line)."""
         with self._lock:
             if self._reward is None:
+                check_placement(self.model, self.grader_kwargs.get("device"), self.grader_kwargs.get("dtype") or "auto",
+                                self.grader_kwargs.get("gguf_file"))
                 self._reward = RuleBasedReward.load(self.model, weights=self.weights, spec=self.spec,
                                                     **self.grader_kwargs)
             return self._reward
 
     def details(self, items: Sequence[Item]) -> list[dict]:
         """``RuleBasedReward.details`` of (prompt, completion, response type or None) items: a given
-        type is kept and only the missing ones are inferred, whatever else shares the batch."""
+        type is kept and only the missing ones are inferred, whatever else shares the batch. With
+        ``reasoning="strip"`` the completions are graded through ``items.answer_only``."""
         if not items:
             return []
         prompts, completions, types = zip(*items)
+        if self.reasoning == "strip":
+            completions = [answer_only(c) for c in completions]
         return self.reward.details(list(prompts), list(completions), list(types))

@@ -11,7 +11,8 @@ Options come from ``RBR_FAST_*`` environment variables (OpenRLHF passes none; gi
 job, e.g. ``ray job submit --runtime-env-json '{"env_vars": {"RBR_FAST_MODEL": ...}}'``):
 ``RBR_FAST_MODEL`` (a folder, hub id or served grader URL), ``RBR_FAST_GRADER_URL``, ``RBR_FAST_WEIGHTS``,
 ``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``,
-``RBR_FAST_MAX_BATCH``, ``RBR_FAST_MAX_WAIT_MS``, and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
+``RBR_FAST_MAX_BATCH``, ``RBR_FAST_MAX_WAIT_MS``, ``RBR_FAST_REASONING`` (``strip``, the default:
+grade the answer without a reasoning model's leading ``<think>`` block; ``keep``), and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
 tokenizer, whose chat template says how to read the text back into messages (without it the
 ChatML, Llama-3 and Gemma templates are recognised by their markers, anything else is read as
 plain text).
@@ -24,15 +25,15 @@ rewards are the RBR reward; scores are P(best class of the response type), in [0
 OpenRLHF's dynamic filtering averages per prompt (a group is kept when that mean is strictly inside
 ``--algo.dynamic_filtering_range``; with the default (0, 1) no group is dropped, so narrow it,
 e.g. ``0.05 0.95``, to drop prompts every sample already handles well or badly); extra_logs hold
-every proposition's P(yes). OpenRLHF logs a reward function's exceptions only at INFO
-and goes on with no reward, so a failure here also logs one ERROR line naming the cause.
+every proposition's P(yes). A failure raises after one ERROR line naming the cause: OpenRLHF 0.11
+(``openrlhf/utils/agent.py``) logs a reward function's exception only at INFO and leaves that
+sample's reward None, which its trainer does not handle; no reward is made up here.
 """
 import logging
 from typing import Any, Optional, Sequence
 
 import torch
 
-from rbr_fast.integrations.chat_parse import tokenizer_template
 from rbr_fast.integrations.pool import config, options, pooled
 from rbr_fast.integrations.protocol import get_reward_items, get_reward_response
 
@@ -44,10 +45,9 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Optional
     """OpenRLHF's reward call (see the module docstring); blocks its thread, thread-safe."""
     try:
         pool = pooled(**options(kwargs))
-        name = config(**options(kwargs)).get("policy_tokenizer")
-        template = tokenizer_template(name) if name else None
         items = get_reward_items(pool.reward.spec, {"query": list(queries), "prompts": list(prompts),
-                                                     "labels": None if labels is None else list(labels)}, template)
+                                                     "labels": None if labels is None else list(labels)},
+                                 config(**options(kwargs)).get("policy_tokenizer"))
         details = [f.result() for f in pool.batcher.submit(items)]
     except Exception as e:
         log.error("rbr_fast OpenRLHF reward: %d sample(s) failed: %s: %s", len(queries), type(e).__name__, e)

@@ -1,8 +1,10 @@
 """The reward server's HTTP protocol, shared by ``rbr-fast serve`` and its Ray Serve deployment:
 request bodies into checked items, results into response bodies, the token check.
 
-``POST /score``: ``{"items": [{"prompt", "completion", "response_type"?}], "details"?: bool}`` ->
-``{"rewards": [...], "details"?: [...]}``. ``POST /get_reward`` (OpenRLHF's ``--reward.remote_url``
+``POST /score``: ``{"items": [{"prompt", "completion", "response_type"?, "label"?}], "details"?: bool}``
+(``label``: used as the type when ``response_type`` is absent and it names one, as verl's
+``ground_truth``; otherwise ignored) ->
+``{"rewards": [...], "details"?: [...], "response_types": [the spec's type names]}``. ``POST /get_reward`` (OpenRLHF's ``--reward.remote_url``
 protocol): ``{"query": [...], "prompts"?: [...], "labels"?: [...]}`` -> ``{"rewards", "scores",
 "extra_logs"}``, one entry per query (empty lists are answered with empty lists: OpenRLHF sends
 empty shards to all but its first server).
@@ -17,7 +19,7 @@ import json
 from typing import Optional
 
 from ..rules import RuleSpec
-from .chat_parse import Template, split_query
+from .chat_parse import split_query, tokenizer_template
 from .items import ItemError, as_type, check_item, p_ideal, sample_logs
 
 
@@ -89,15 +91,21 @@ def score_items(spec: RuleSpec, body: dict) -> tuple[list, bool]:
             if field not in it:
                 raise Refusal(422, f"items[{i}].{field}: required")
         try:
-            out.append(check_item(spec, it["prompt"], it["completion"], it.get("response_type"), f"items[{i}]"))
+            rtype = it.get("response_type")
+            rtype = as_type(spec, it.get("label")) if rtype is None else rtype
+            out.append(check_item(spec, it["prompt"], it["completion"], rtype, f"items[{i}]"))
         except ItemError as e:
             raise Refusal(422, str(e)) from None
     return out, details
 
 
-def get_reward_items(spec: RuleSpec, body: dict, template: Optional[Template] = None) -> list:
+def get_reward_items(spec: RuleSpec, body: dict, policy_tokenizer: Optional[str] = None) -> list:
     """Items of a ``/get_reward`` body: each query split into conversation and reply
-    (``chat_parse.split_query``), a label that names a response type used as one."""
+    (``chat_parse.split_query``), a label that names a response type used as one. The one reading
+    of OpenRLHF's queries, in file mode (``openrlhf.reward_func``) and server mode (``/get_reward``):
+    ``policy_tokenizer`` (a folder or hub id) gives the chat template's markers
+    (``chat_parse.tokenizer_template``); without it the built-in families are detected in the text."""
+    template = tokenizer_template(policy_tokenizer) if policy_tokenizer else None
     queries = _list(body, "query", "strings")
     if queries is None:
         raise Refusal(422, "query: required (a list of strings)")
@@ -110,8 +118,11 @@ def get_reward_items(spec: RuleSpec, body: dict, template: Optional[Template] = 
     return [(*split_query(q, p, template), as_type(spec, x)) for q, p, x in zip(queries, prompts, labels)]
 
 
-def score_response(details: list[dict], want_details: bool) -> dict:
-    return {"rewards": [d["reward"] for d in details], **({"details": details} if want_details else {})}
+def score_response(details: list[dict], want_details: bool, spec: RuleSpec) -> dict:
+    """A ``/score`` answer: rewards, details when wanted, and the spec's response type names (so a
+    client logs a metric for every type, present in its batch or not)."""
+    return {"rewards": [d["reward"] for d in details], **({"details": details} if want_details else {}),
+            "response_types": list(spec.response_type_names)}
 
 
 def get_reward_response(details: list[dict]) -> dict:

@@ -21,6 +21,7 @@ from ray import serve
 
 from . import protocol
 from .batching import score_isolated
+from .chat_parse import tokenizer_template
 from .lazy_reward import LazyReward
 
 app = FastAPI(title="rbr_fast reward (Ray Serve)")
@@ -36,9 +37,12 @@ async def _refused(request, r: protocol.Refusal):
 class RewardDeployment:
     """One replica: a grader of its own, loaded before the replica takes requests."""
 
-    def __init__(self, reward: LazyReward, max_batch: int, max_wait_ms: float, token: Optional[str]):
-        self.reward, self.token = reward, token
+    def __init__(self, reward: LazyReward, max_batch: int, max_wait_ms: float, token: Optional[str],
+                 policy_tokenizer: Optional[str] = None):
+        self.reward, self.token, self.policy_tokenizer = reward, token, policy_tokenizer
         reward.reward  # load now
+        if policy_tokenizer:
+            tokenizer_template(policy_tokenizer)
         self._submissions = itertools.count()
         self._score_one.set_max_batch_size(max_batch)
         self._score_one.set_batch_wait_timeout_s(max_wait_ms / 1e3)
@@ -67,11 +71,11 @@ class RewardDeployment:
     @app.post("/score")
     async def score(self, request: Request):
         items, want_details = protocol.score_items(self.reward.spec, await self._body(request))
-        return protocol.score_response(await self._run(items), want_details)
+        return protocol.score_response(await self._run(items), want_details, self.reward.spec)
 
     @app.post("/get_reward")
     async def get_reward(self, request: Request):
-        items = protocol.get_reward_items(self.reward.spec, await self._body(request))
+        items = protocol.get_reward_items(self.reward.spec, await self._body(request), self.policy_tokenizer)
         return protocol.get_reward_response(await self._run(items))
 
     @app.get("/health")
@@ -81,7 +85,7 @@ class RewardDeployment:
 
 def start(reward: LazyReward, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64,
           max_wait_ms: float = 20.0, timeout: float = 120.0, token: Optional[str] = None, num_cpus: float = 0.0,
-          num_gpus: float = 0.0, blocking: bool = False):
+          num_gpus: float = 0.0, blocking: bool = False, policy_tokenizer: Optional[str] = None):
     """Deploy on the running Ray cluster (one is started on this machine, without the dashboard, if
     none is) and serve HTTP on host:port; returns the deployment handle (``blocking``: serve until
     interrupted)."""
@@ -92,5 +96,5 @@ def start(reward: LazyReward, replicas: int = 1, host: str = "127.0.0.1", port: 
     # a replica never fills a batch when it may hold fewer requests than a batch's items
     deployment = RewardDeployment.options(num_replicas=replicas, max_ongoing_requests=4 * max_batch,
                                           ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
-    return serve.run(deployment.bind(reward, max_batch, max_wait_ms, token), name="rbr_fast", route_prefix="/",
-                     blocking=blocking)
+    return serve.run(deployment.bind(reward, max_batch, max_wait_ms, token, policy_tokenizer), name="rbr_fast",
+                     route_prefix="/", blocking=blocking)

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 from ..errors import UserError
 from . import protocol
 from .batching import DynamicBatcher, QueueFull, TooLarge
+from .chat_parse import tokenizer_template
 from .lazy_reward import LazyReward
 
 log = logging.getLogger("rbr_fast.server")
@@ -155,8 +156,10 @@ class _Metrics:
                                     sum_value=sum(s * n for s, n in sizes.items()))
 
 
-def create_app(reward: LazyReward, limits: Limits = Limits(), token: Optional[str] = None):
-    """The FastAPI app (see the module docstring)."""
+def create_app(reward: LazyReward, limits: Limits = Limits(), token: Optional[str] = None,
+               policy_tokenizer: Optional[str] = None):
+    """The FastAPI app (see the module docstring); ``policy_tokenizer`` reads ``/get_reward``'s
+    chat-templated queries as OpenRLHF's file mode does (``protocol.get_reward_items``)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -165,6 +168,8 @@ def create_app(reward: LazyReward, limits: Limits = Limits(), token: Optional[st
 
     limits.check()
     spec = reward.spec
+    if policy_tokenizer:  # loaded now (cached), not by the first request inside the event loop
+        tokenizer_template(policy_tokenizer)
     metrics = _Metrics()
 
     @asynccontextmanager
@@ -195,11 +200,11 @@ def create_app(reward: LazyReward, limits: Limits = Limits(), token: Optional[st
     @app.post("/score")
     async def score(request: Request):
         items, want_details = protocol.score_items(spec, protocol.parse_body(await request.body()))
-        return protocol.score_response(await run(items), want_details)
+        return protocol.score_response(await run(items), want_details, spec)
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
-        items = protocol.get_reward_items(spec, protocol.parse_body(await request.body()))
+        items = protocol.get_reward_items(spec, protocol.parse_body(await request.body()), policy_tokenizer)
         return protocol.get_reward_response(await run(items))
 
     @app.get("/health")
@@ -250,12 +255,12 @@ def header_timeout_protocol(header_timeout: float):
 
 
 def make_server(reward: LazyReward, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-                token: Optional[str] = None, log_level: str = "info"):
+                token: Optional[str] = None, log_level: str = "info", policy_tokenizer: Optional[str] = None):
     """A ``uvicorn.Server`` for the app, with the header deadline (no access log: a token given in
     the URL would be written there; ``/metrics`` counts the requests)."""
     import uvicorn
-    config = uvicorn.Config(create_app(reward, limits, token), host=host, port=port, log_level=log_level,
-                            http=header_timeout_protocol(limits.header_timeout), access_log=False)
+    config = uvicorn.Config(create_app(reward, limits, token, policy_tokenizer), host=host, port=port,
+                            log_level=log_level, http=header_timeout_protocol(limits.header_timeout), access_log=False)
     return uvicorn.Server(config)
 
 
@@ -271,7 +276,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(reward: LazyReward, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          token: Optional[str] = None, sock: Optional[socket.socket] = None) -> None:
+          token: Optional[str] = None, sock: Optional[socket.socket] = None,
+          policy_tokenizer: Optional[str] = None) -> None:
     """Run the server until interrupted (graceful: accepted requests are answered first)."""
     sock = sock or listen(host, port)
-    make_server(reward, host, port, limits, token).run(sockets=[sock])
+    make_server(reward, host, port, limits, token, policy_tokenizer=policy_tokenizer).run(sockets=[sock])

@@ -9,9 +9,11 @@ dataset column (one value per completion), and ``log_metric`` / ``log_extra`` (T
 column named by ``response_type_column`` (default ``"response_type"``) gives each prompt's response
 type; a missing column or a None entry is inferred from the prompt. Logged: the mean P(yes) of every
 proposition as ``rbr/<proposition>``, each response type's share of the batch as
-``rbr/<type>/share`` and its mean reward as ``rbr/<type>/reward`` (types present in the batch; TRL
-1.16 merges metric names across ranks), and per completion its type and most likely class as the
-``rbr_response_type`` / ``rbr_class`` columns of the completions table.
+``rbr/<type>/share`` and its mean reward as ``rbr/<type>/reward`` (NaN when the batch holds none of
+that type: every call logs the same names, so ranks make the same collective calls in every TRL
+version), and per completion its type and most likely class as the ``rbr_response_type`` /
+``rbr_class`` columns of the completions table. By default the grader judges the answer without a
+reasoning model's leading ``<think>`` block (``reasoning="keep"`` grades it too).
 
 Async forms (TRL runs async reward functions concurrently, and its async GRPO worker pickles them
 into a spawned process): ``async_reward_func(RBRReward(...))`` and ``RBRServerReward(url)`` (scores
@@ -23,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from typing import Any, Callable, Optional, Sequence
 
 from ..reward import reward_metrics
-from .client import score_remote
+from .client import MAX_BODY_BYTES, RETRY_S, score_remote
 from .lazy_reward import LazyReward
 
 
@@ -35,8 +38,9 @@ class RBRReward(LazyReward):
     ``reward_funcs`` list and ``reward_weights``).
 
     Args: those of ``LazyReward`` (a ready ``reward``, or ``model``, ``weights`` ("hand", "xstest" or
-        a file), ``spec`` and grader options such as ``revision``, ``token``, ``dtype``, ``device``),
-        and ``response_type_column``: the dataset column holding each prompt's response type.
+        a file), ``spec``, ``reasoning`` ("strip" or "keep") and grader options such as ``revision``,
+        ``token``, ``dtype``, ``device``), and ``response_type_column``: the dataset column holding each
+        prompt's response type.
     """
 
     __name__ = "rbr"
@@ -53,20 +57,28 @@ class RBRReward(LazyReward):
 
 
 def log_details(details: Sequence[dict], type_names: Sequence[str], kwargs: dict) -> None:
-    """Report ``details`` through TRL's ``log_metric`` and ``log_extra`` when the call has them."""
+    """Report ``details`` through TRL's ``log_metric`` and ``log_extra`` when the call has them: the
+    same metric names on every call (``batch_metrics``)."""
     log_metric: Optional[Callable[[str, float], None]] = kwargs.get("log_metric")
     log_extra: Optional[Callable[[str, list], None]] = kwargs.get("log_extra")
     if callable(log_metric) and details:
-        for name, value in reward_metrics(details).items():
+        for name, value in batch_metrics(details, type_names).items():
             log_metric(name, value)
-        for t in type_names:
-            rewards = [d["reward"] for d in details if d["response_type"] == t]
-            log_metric(f"rbr/{t}/share", len(rewards) / len(details))
-            if rewards:
-                log_metric(f"rbr/{t}/reward", sum(rewards) / len(rewards))
     if callable(log_extra):
         log_extra("rbr_response_type", [d["response_type"] for d in details])
         log_extra("rbr_class", [max(d["classes"], key=d["classes"].get) for d in details])
+
+
+def batch_metrics(details: Sequence[dict], type_names: Sequence[str]) -> dict[str, float]:
+    """``reward_metrics`` plus, for every response type of the spec, its share of the batch
+    (``rbr/<type>/share``) and mean reward (``rbr/<type>/reward``, NaN when the batch holds none of
+    it): the same names for every batch of a spec."""
+    out = reward_metrics(details)
+    for t in type_names:
+        rewards = [d["reward"] for d in details if d["response_type"] == t]
+        out[f"rbr/{t}/share"] = len(rewards) / len(details)
+        out[f"rbr/{t}/reward"] = sum(rewards) / len(rewards) if rewards else math.nan
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,15 +106,19 @@ def async_reward_func(reward: RBRReward) -> functools.partial:
 
 async def rbr_server(prompts: Sequence, completions: Sequence, _rbr_server: tuple = (), **kwargs: Any) -> list[float]:
     """The RBR reward from a running ``rbr-fast serve`` (``_rbr_server``: as bound by ``RBRServerReward``)."""
-    url, token, timeout_s, column = _rbr_server
+    url, token, timeout_s, column, retry_s, max_body_bytes = _rbr_server
     types = kwargs.get(column) or [None] * len(prompts)
-    details = await score_remote(url, list(zip(prompts, completions, types)), token, timeout_s)
-    log_details(details, sorted({d["response_type"] for d in details}), kwargs)
-    return [d["reward"] for d in details]
+    scored = await score_remote(url, list(zip(prompts, completions, types)), token, timeout_s, retry_s, max_body_bytes)
+    log_details(scored.details, scored.response_types, kwargs)
+    return [d["reward"] for d in scored.details]
 
 
 def RBRServerReward(url: str, token: Optional[str] = None, timeout_s: float = 300.0,
-                    response_type_column: str = "response_type") -> functools.partial:
+                    response_type_column: str = "response_type", retry_s: float = RETRY_S,
+                    max_body_bytes: int = MAX_BODY_BYTES) -> functools.partial:
     """An async TRL reward function scoring on the ``rbr-fast serve`` at ``url`` (``token``: its
-    ``--token``): no grader in the trainer's process, picklable for TRL's async GRPO worker."""
-    return _named(rbr_server, _rbr_server=(url, token, timeout_s, response_type_column))
+    ``--token``): no grader in the trainer's process, picklable for TRL's async GRPO worker. A batch
+    goes as requests under ``max_body_bytes`` (the server's ``--max-body-bytes``); 503s and connection
+    errors are retried for ``retry_s`` seconds (``client.score_remote``). What is graded of a
+    reasoning completion is the server's ``--reasoning``."""
+    return _named(rbr_server, _rbr_server=(url, token, timeout_s, response_type_column, retry_s, max_body_bytes))

@@ -1,11 +1,13 @@
 """Input checks shared by every public op: one message style, naming the argument.
 
 Checks that need a pass over the data (NaN/inf) are not done here: the kernels report bad values
-through a per-row flag word, which ``raise_on_flags`` turns into the op's error.
+through a per-row flag word, which ``raise_on_flags`` turns into the op's error. Checks of values
+on the device are collected in ``Checks`` and read back with one host sync per call.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -49,6 +51,62 @@ def finite_tensor(op: str, name: str, x: torch.Tensor) -> None:
     """Full check for small tensors (per-row scores), where a pass costs nothing."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{op}: `{name}` contains NaN or inf ({_desc(x)})")
+
+
+class Checks:
+    """The value checks of one op call, read back from the device together.
+
+    Each check is a 0-d bool tensor (true = bad) and a function that raises the op's error. ``done()``
+    costs one device-to-host sync when all pass, so a GPU op stalls its stream once per call at most
+    (not once per check or per chunk); only a failing call pays for the detailed message.
+    """
+
+    def __init__(self, op: str):
+        self.op = op
+        self._bad: list[torch.Tensor] = []
+        self._fail: list[Callable[[], None]] = []
+
+    def add(self, bad: torch.Tensor, fail: Callable[[], None]) -> None:
+        self._bad.append(bad.reshape(()))
+        self._fail.append(fail)
+
+    def flags(self, flags: torch.Tensor, bits, note: str = "") -> None:
+        """A kernel's per-row flag word (see ``raise_on_flags``)."""
+        self.add((flags & ((1 << len(bits)) - 1)).any(), lambda: raise_on_flags(self.op, flags, bits, note))
+
+    def finite(self, name: str, x: torch.Tensor) -> None:
+        self.add(~torch.isfinite(x).all(), lambda: finite_tensor(self.op, name, x))
+
+    def done(self) -> None:
+        """Raise the first failing check's error, in the order the checks were added."""
+        if not self._bad or not bool(torch.stack(self._bad).any()):
+            return
+        for bad, fail in zip(self._bad, self._fail):
+            if bool(bad):
+                fail()
+
+
+def outputs(op: str, out, like: torch.Tensor, dtype: torch.dtype, inputs: dict[str, torch.Tensor],
+            names: tuple[str, ...]) -> None:
+    """Caller-owned outputs ``out``: one contiguous tensor per name in ``names`` with ``like``'s shape
+    and device and the result's ``dtype``, none sharing memory with each other or an input."""
+    if not isinstance(out, (tuple, list)) or len(out) != len(names):
+        raise TypeError(f"{op}: `out` must be a tuple of {len(names)} tensors ({', '.join(names)}), got "
+                        f"{type(out).__name__}")
+    def span(x):  # the bytes a tensor covers (contiguous outputs; inputs are made contiguous)
+        return x.data_ptr(), x.data_ptr() + x.numel() * x.element_size()
+
+    seen = {n: span(x) for n, x in inputs.items()}
+    for name, o in zip(names, out):
+        tensor(op, f"out {name}", o, ndim=like.dim(), dtypes=(dtype,), what="an output tensor")
+        if o.shape != like.shape or o.device != like.device or not o.is_contiguous():
+            raise ValueError(f"{op}: `out` {name} must be a contiguous tensor of shape {tuple(like.shape)} on "
+                             f"{like.device}, got {_desc(o)}{'' if o.is_contiguous() else ', not contiguous'}")
+        lo, hi = span(o)
+        clash = [n for n, (a, b) in seen.items() if lo < b and a < hi]
+        if clash:
+            raise ValueError(f"{op}: `out` {name} shares memory with `{clash[0]}`; give separate output tensors")
+        seen[f"out {name}"] = (lo, hi)
 
 
 def number(op: str, name: str, x, *, lo: float | None = None, hi: float | None = None) -> float:

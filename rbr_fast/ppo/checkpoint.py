@@ -69,7 +69,7 @@ def latest(root: Path) -> Optional[Path]:
 
 
 # config fields a run cannot change and still continue the same prompt order and models
-RESUME_FIELDS = ("policy", "critic", "batch_size", "seed", "prompts", "eval_prompts")
+RESUME_FIELDS = ("policy", "critic", "batch_size", "group_size", "seed", "prompts", "eval_prompts")
 
 
 def _read(path: Path, device, mmap: bool = False) -> dict:
@@ -92,6 +92,7 @@ def _state(folder: Path, rank: int, device, mmap: bool = False) -> dict:
 
 def check_config(folder: Path, saved: dict, config: dict) -> None:
     """Refuse to resume a checkpoint made with other ``RESUME_FIELDS``."""
+    saved = {"group_size": 1, **saved}  # checkpoints from before group_size existed had one completion per prompt
     changed = [k for k in RESUME_FIELDS if saved.get(k) != config.get(k)]
     if changed:
         was = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed)

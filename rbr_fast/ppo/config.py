@@ -50,7 +50,10 @@ class PPOConfig:
     eval_prompts: int = _f(32, "prompts held out for the before/after evaluation (0: no evaluation)")
     max_prompt_tokens: int = _f(128, "prompts longer than this are cut from the left")
     # ---- rollout
-    batch_size: int = _f(8, "prompts per PPO step per process (one completion each)")
+    batch_size: int = _f(8, "prompts per PPO step per process (group_size completions each)")
+    group_size: int = _f(1, "completions sampled per prompt. 1: PPO with the critic (GAE). > 1: each completion's "
+                            "baseline is the mean score of the other completions of its prompt (RLOO), in place "
+                            "of the critic: no value loss, gamma = lam = 1 for the advantages")
     max_new_tokens: int = _f(48, "response length limit")
     min_new_tokens: int = _f(0, "generate at least this many tokens (benchmarks set it to max_new_tokens)")
     temperature: float = _f(0.7, "sampling temperature (log-probs are taken at the same temperature)")
@@ -99,8 +102,8 @@ class PPOConfig:
             value = getattr(self, f.name)
             if not (value is None and optional or _is(value, base)):
                 bad(f.name, f"must be {_KINDS[base]}" + (" or null" if optional else ""))
-        for name in ("batch_size", "max_new_tokens", "ppo_epochs", "mini_batch_size", "grad_accum_steps", "steps",
-                     "max_prompt_tokens", "keep_checkpoints"):
+        for name in ("batch_size", "group_size", "max_new_tokens", "ppo_epochs", "mini_batch_size", "grad_accum_steps",
+                     "steps", "max_prompt_tokens", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
         if self.threads is not None and self.threads < 1:
@@ -118,8 +121,9 @@ class PPOConfig:
         for name in ("gamma", "lam", "top_p"):
             if not 0 <= getattr(self, name) <= 1:
                 bad(name, "must be in [0, 1]")
-        if self.batch_size % self.mini_batch_size:
-            bad("mini_batch_size", f"must divide batch_size={self.batch_size}")
+        if (self.batch_size * self.group_size) % self.mini_batch_size:
+            bad("mini_batch_size", f"must divide the completions per step, batch_size x group_size = "
+                                   f"{self.batch_size * self.group_size}")
         if self.mini_batch_size % self.grad_accum_steps:
             bad("grad_accum_steps", f"must divide mini_batch_size={self.mini_batch_size}")
         if self.min_new_tokens > self.max_new_tokens:

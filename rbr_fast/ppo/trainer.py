@@ -1,6 +1,7 @@
 """The PPO loop. One step = rollout (generate) -> score (grader + RM) -> log-probs and values
 (policy, reference) -> ``ppo_advantages`` (KL shaping + GAE + whitening, one fused op) -> update
-(clipped policy and value losses, several epochs of minibatches).
+(clipped policy and value losses, several epochs of minibatches). With ``group_size > 1`` each
+prompt gets several completions and the critic gives way to a leave-one-out group baseline (RLOO).
 
 Losses are token means over each minibatch *across processes*: each process divides its token sum
 by the global token count and DDP's gradient average is undone by the world size, so N processes
@@ -127,6 +128,7 @@ class PPOTrainer:
         self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, fused=True)
         self.step = 0
+        self._adv_buffer: Optional[torch.Tensor] = None
         # different sampling per process, same everything else
         torch.manual_seed(cfg.seed * 1000 + 1 + self.rank)
 
@@ -141,11 +143,23 @@ class PPOTrainer:
         with maybe_autocast(self.device, self.bf16):
             return self.model(ids, attn, start, labels, self.cfg.temperature), labels != -100
 
+    def _advantage_out(self, shape: torch.Size, dtype: torch.dtype, device: torch.device):
+        """(advantages, returns) outputs for ``ppo_advantages``: views of one buffer kept across
+        rollouts, grown when a batch is longer, so that no step allocates (on CPU: page-faults in)
+        fresh [B, T] outputs."""
+        n = shape.numel()
+        buf = self._adv_buffer
+        if buf is None or buf.numel() < 2 * n or buf.dtype != dtype or buf.device != device:
+            buf = self._adv_buffer = torch.empty(2 * n, dtype=dtype, device=device)
+        return buf[:n].view(shape), buf[n:2 * n].view(shape)
+
     def rollout(self, prompts: list[Prompt], timer: Optional[PhaseTimer] = None) -> dict:
         """Sample, score and take log-probs, values and advantages of one batch of ``prompts``
-        (``timer``: where the seconds went, by phase)."""
+        (``timer``: where the seconds went, by phase). The returned advantages and returns live in
+        a buffer the next rollout overwrites: clone them to keep them longer."""
         cfg = self.cfg
         timer = timer or PhaseTimer()
+        prompts = [p for p in prompts for _ in range(cfg.group_size)]  # a prompt's completions are adjacent
         with timer("generate"):
             ro = generate(self.net.policy, self.tok, [p.prompt for p in prompts], max_prompt_tokens=cfg.max_prompt_tokens,
                           max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
@@ -158,8 +172,14 @@ class PPOTrainer:
             ref = reference_logprobs(self.ref, ro.ids, ro.attn, ro.start, ro.labels, cfg.temperature)
         with timer("advantages"):
             local_whiten = cfg.whiten_advantages and self.world == 1
-            adv = ppo_advantages(scores, out.logprobs, ref, out.values, ro.mask, kl_coef=cfg.kl_coef,
-                                 kl_estimator=cfg.kl_estimator, gamma=cfg.gamma, lam=cfg.lam, whiten=local_whiten)
+            values, gamma, lam = out.values, cfg.gamma, cfg.lam
+            if cfg.group_size > 1:  # RLOO: the baseline is in the score, the critic is not used
+                values, gamma, lam = torch.zeros_like(out.values), 1.0, 1.0
+            adv = ppo_advantages(leave_one_out(scores, cfg.group_size), out.logprobs, ref, values, ro.mask,
+                                 kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, gamma=gamma, lam=lam,
+                                 whiten=local_whiten,
+                                 out=self._advantage_out(ro.mask.shape, torch.promote_types(
+                                     torch.promote_types(out.logprobs.dtype, ref.dtype), out.values.dtype), ro.mask.device))
             advantages = adv.advantages
             if cfg.whiten_advantages and self.world > 1:
                 advantages = self._whiten_global(advantages, ro.mask)
@@ -197,7 +217,7 @@ class PPOTrainer:
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
         v_clip = old_v + (out.values - old_v).clamp(-cfg.value_clip, cfg.value_clip)
         vf = 0.5 * torch.max((out.values - ret) ** 2, (v_clip - ret) ** 2)
-        tok = pg + cfg.vf_coef * vf
+        tok = pg + cfg.vf_coef * vf if cfg.group_size == 1 else pg
         if cfg.ent_coef > 0:  # only then does the entropy's backward run
             tok = tok - cfg.ent_coef * out.entropy
         loss = (tok * m).sum() / n_tokens * self.world
@@ -211,7 +231,7 @@ class PPOTrainer:
         cfg = self.cfg
         timer = timer or PhaseTimer()
         mask = batch["rollout"].mask
-        B, micro = cfg.batch_size, cfg.mini_batch_size // cfg.grad_accum_steps
+        B, micro = cfg.batch_size * cfg.group_size, cfg.mini_batch_size // cfg.grad_accum_steps
         stats = torch.zeros(len(LOSS_STATS), dtype=torch.float64)
         tokens = 0.0
         grad_norms = []
@@ -354,6 +374,15 @@ def _checkpoint_activations(model) -> None:
         model.activation_checkpointing_enable({"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def leave_one_out(scores: torch.Tensor, group: int) -> torch.Tensor:
+    """Each score minus the mean of the other scores of its group (``group`` adjacent entries): the
+    RLOO baseline, unbiased since a completion's own score is not in it. ``group == 1``: unchanged."""
+    if group == 1:
+        return scores
+    g = scores.view(-1, group)
+    return ((g - (g.sum(1, keepdim=True) - g) / (group - 1))).reshape(scores.shape)
 
 
 def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:

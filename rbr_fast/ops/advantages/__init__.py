@@ -5,6 +5,12 @@ then runs on the backend chosen by ``rbr_fast.ops.dispatch``: ``reference.py`` (
 ``cpp.py`` (over ``csrc/advantages.cpp``) or ``triton.py``. All per-token tensors are ``[B, T]``;
 ``mask`` is a bool tensor that is true at the positions that take part (response tokens); masked
 positions are ignored on input and are 0 on output. Accumulation is float32 on every backend.
+
+Each call syncs with the device at most once (its NaN/inf and count checks are read back together,
+see ``validate.Checks``). ``gae`` and ``ppo_advantages`` take ``out=(advantages, returns)``: a
+training loop that passes the same buffers every step avoids allocating fresh ``[B, T]`` outputs,
+which on CPU (glibc returns large freed blocks to the kernel) costs more page faults than the op
+itself; ``rbr_fast.tune_malloc()`` is the process-wide alternative.
 """
 from __future__ import annotations
 
@@ -42,21 +48,27 @@ def _check_tokens(op: str, mask, **tensors: torch.Tensor) -> None:
 def _check_scores(op: str, scores, mask) -> None:
     validate.tensor(op, "scores", scores, ndim=1, dtypes=validate.FLOAT_DTYPES + (torch.float64,))
     validate.same_layout(op, "mask", mask, scores=scores)
-    validate.finite_tensor(op, "scores", scores)
 
 
 def _contig(*xs: torch.Tensor):
     return tuple(x.contiguous() for x in xs)
 
 
-def _raise_nonfinite(op: str, flags: torch.Tensor, *names: str) -> None:
+def _nonfinite(checks: validate.Checks, flags: torch.Tensor, *names: str) -> validate.Checks:
     """Bit i of the kernels' flag word: ``names[i]`` is NaN/inf at a valid position of that row."""
-    validate.raise_on_flags(op, flags, [(n, validate.NONFINITE_AT_VALID) for n in names],
-                            note="; masked positions are ignored")
+    checks.flags(flags, [(n, validate.NONFINITE_AT_VALID) for n in names], note="; masked positions are ignored")
+    return checks
+
+
+def _out(op: str, out, mask: torch.Tensor, dtype: torch.dtype, **inputs: torch.Tensor):
+    if out is not None:
+        validate.outputs(op, out, mask, dtype, {"mask": mask, **inputs}, ("advantages", "returns"))
+        return tuple(out)
+    return None
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-        gamma: float = 1.0, lam: float = 0.95) -> GAEOutput:
+        gamma: float = 1.0, lam: float = 0.95, *, out=None) -> GAEOutput:
     """Generalised advantage estimation over the valid positions of each row.
 
     The recurrence runs over the positions where ``mask`` is true, in order, as if the masked ones
@@ -68,6 +80,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
         values: ``[B, T]`` value estimates, same shape and device.
         mask: ``[B, T]`` bool, true at valid positions.
         gamma: discount in [0, 1]. lam: GAE lambda in [0, 1].
+        out: optional ``(advantages, returns)`` tensors to write into (contiguous ``[B, T]``, the
+            result's dtype and device, not sharing memory with an input); they are returned.
 
     Returns:
         ``GAEOutput(advantages, returns)``, both ``[B, T]`` in the promoted dtype of rewards and
@@ -77,8 +91,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     _check_tokens(op, mask, rewards=rewards, values=values)
     gamma = validate.number(op, "gamma", gamma, lo=0.0, hi=1.0)
     lam = validate.number(op, "lam", lam, lo=0.0, hi=1.0)
-    adv, ret, flags = backend_for(mask.device, "advantages").gae(*_contig(rewards, values, mask), gamma, lam)
-    _raise_nonfinite(op, flags, "rewards", "values")
+    out = _out(op, out, mask, torch.promote_types(rewards.dtype, values.dtype), rewards=rewards, values=values)
+    adv, ret, flags = backend_for(mask.device, "advantages").gae(*_contig(rewards, values, mask), gamma, lam, out)
+    _nonfinite(validate.Checks(op), flags, "rewards", "values").done()
     return GAEOutput(adv, ret)
 
 
@@ -93,15 +108,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     _check_tokens(op, mask, x=x)
     eps = validate.number(op, "eps", eps, lo=0.0)
     out, count, flags = backend_for(mask.device, "advantages").masked_whiten(*_contig(x, mask), bool(shift_mean), eps)
-    _raise_nonfinite(op, flags, "x")
-    _check_count(op, count)
+    checks = _nonfinite(validate.Checks(op), flags, "x")
+    _count(checks, count)
+    checks.done()
     return out
 
 
-def _check_count(op: str, count: torch.Tensor) -> None:
-    n = int(count)
-    if n < 2:
-        raise ValueError(f"{op}: whitening needs at least 2 valid (mask=True) positions, got {n}")
+def _count(checks: validate.Checks, count: torch.Tensor) -> None:
+    def fail():
+        raise ValueError(f"{checks.op}: whitening needs at least 2 valid (mask=True) positions, got {int(count)}")
+    checks.add(count < 2, fail)
 
 
 def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
@@ -122,18 +138,22 @@ def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     kl_estimator = validate.choice(op, "kl_estimator", kl_estimator, KL_ESTIMATORS)
     out, flags = backend_for(mask.device, "advantages").shape_rewards(
         *_contig(scores, logprobs, ref_logprobs, mask), kl_coef, kl_estimator)
-    _raise_nonfinite(op, flags, "logprobs", "ref_logprobs")
+    checks = validate.Checks(op)
+    checks.finite("scores", scores)
+    _nonfinite(checks, flags, "logprobs", "ref_logprobs").done()
     return out
 
 
 def ppo_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                    values: torch.Tensor, mask: torch.Tensor, *, kl_coef: float = 0.05,
                    kl_estimator: str = "k1", gamma: float = 1.0, lam: float = 0.95,
-                   whiten: bool = True, eps: float = 1e-8) -> PPOAdvantages:
+                   whiten: bool = True, eps: float = 1e-8, out=None) -> PPOAdvantages:
     """One fused pass: ``shape_rewards`` then ``gae`` (then ``masked_whiten`` of the advantages).
 
     Same semantics as calling the three ops in turn, but the per-token rewards never go through
     memory. Returns are computed before whitening (the value target), as TRL and verl do.
+
+    ``out``: optional ``(advantages, returns)`` tensors to write into, as for ``gae``.
 
     Returns ``PPOAdvantages(advantages, returns, kl)``; ``kl`` is the per-row sum of the KL
     estimate over valid positions (for logging), float32 ``[B]``.
@@ -146,9 +166,15 @@ def ppo_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
     gamma = validate.number(op, "gamma", gamma, lo=0.0, hi=1.0)
     lam = validate.number(op, "lam", lam, lo=0.0, hi=1.0)
     eps = validate.number(op, "eps", eps, lo=0.0)
+    dtype = torch.promote_types(torch.promote_types(logprobs.dtype, ref_logprobs.dtype), values.dtype)
+    out = _out(op, out, mask, dtype, scores=scores, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values)
     adv, ret, kl, count, flags = backend_for(mask.device, "advantages").ppo_advantages(
-        *_contig(scores, logprobs, ref_logprobs, values, mask), kl_coef, kl_estimator, gamma, lam, bool(whiten), eps)
-    _raise_nonfinite(op, flags, "logprobs", "ref_logprobs", "values")
+        *_contig(scores, logprobs, ref_logprobs, values, mask), kl_coef, kl_estimator, gamma, lam, bool(whiten), eps,
+        out)
+    checks = validate.Checks(op)
+    checks.finite("scores", scores)
+    _nonfinite(checks, flags, "logprobs", "ref_logprobs", "values")
     if whiten:
-        _check_count(op, count)
+        _count(checks, count)
+    checks.done()
     return PPOAdvantages(adv, ret, kl)

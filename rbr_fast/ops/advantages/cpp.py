@@ -7,8 +7,8 @@ from .reference import KL_ESTIMATORS
 NAME = "cpp"
 
 
-def gae(rewards, values, mask, gamma, lam):
-    return tuple(extension.module().gae(rewards, values, mask, gamma, lam))
+def gae(rewards, values, mask, gamma, lam, out=None):
+    return tuple(extension.module().gae(rewards, values, mask, gamma, lam, *(out or (None, None))))
 
 
 def masked_whiten(x, mask, shift_mean, eps):
@@ -21,6 +21,8 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator):
                                                   KL_ESTIMATORS.index(kl_estimator)))
 
 
-def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator, gamma, lam, whiten, eps):
+def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator, gamma, lam, whiten, eps,
+                   out=None):
     return tuple(extension.module().ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef,
-                                                   KL_ESTIMATORS.index(kl_estimator), gamma, lam, whiten, eps))
+                                                   KL_ESTIMATORS.index(kl_estimator), gamma, lam, whiten, eps,
+                                                   *(out or (None, None))))

@@ -21,7 +21,14 @@ def _nonfinite_flags(mask: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
     return flags
 
 
-def gae(rewards, values, mask, gamma: float, lam: float):
+def _into(out, *results):
+    """The results, or copied into the caller's ``out`` tensors (the contract of every backend)."""
+    if out is None:
+        return results
+    return tuple(o.copy_(r) for o, r in zip(out, results))
+
+
+def gae(rewards, values, mask, gamma: float, lam: float, out=None):
     """Per-timestep backward loop, vectorised over rows (the algorithm TRL/OpenRLHF/verl use),
     with masked positions skipped: they carry the next valid value and advantage through."""
     r, v, m = rewards.float(), values.float(), mask
@@ -37,8 +44,8 @@ def gae(rewards, values, mask, gamma: float, lam: float):
         next_value = torch.where(mt, v[:, t], next_value)
         adv[:, t] = torch.where(mt, last, 0.0)
     ret = torch.where(m, adv + v, 0.0)
-    out = torch.promote_types(rewards.dtype, values.dtype)
-    return adv.to(out), ret.to(out), _nonfinite_flags(m, rewards, values)
+    dtype = torch.promote_types(rewards.dtype, values.dtype)
+    return *_into(out, adv.to(dtype), ret.to(dtype)), _nonfinite_flags(m, rewards, values)
 
 
 def _moments(x, mask):
@@ -92,7 +99,7 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estim
 
 
 def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, kl_estimator: str,
-                   gamma: float, lam: float, whiten: bool, eps: float):
+                   gamma: float, lam: float, whiten: bool, eps: float, out=None):
     rew, f1 = shape_rewards(scores, logprobs.float(), ref_logprobs.float(), mask, kl_coef, kl_estimator)
     adv, ret, f2 = gae(rew, values.float(), mask, gamma, lam)
     kl = torch.where(mask, kl_penalty(logprobs.float(), ref_logprobs.float(), kl_estimator), 0.0)
@@ -100,6 +107,6 @@ def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float,
     if whiten:
         n, mean, var = _moments(adv, mask)
         adv = _whiten_apply(adv, mask, mean, var, True, eps)
-    out = torch.promote_types(torch.promote_types(logprobs.dtype, ref_logprobs.dtype), values.dtype)
+    dtype = torch.promote_types(torch.promote_types(logprobs.dtype, ref_logprobs.dtype), values.dtype)
     flags = f1 | ((f2 >> 1) << 2)  # bits: logprobs, ref_logprobs, values
-    return adv.to(out), ret.to(out), kl.sum(dim=1).float(), n.to(torch.int64), flags
+    return *_into(out, adv.to(dtype), ret.to(dtype)), kl.sum(dim=1).float(), n.to(torch.int64), flags

@@ -1,10 +1,12 @@
 """Triton kernels of the advantage ops (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1`` for tests).
 
-One program per row walks its row backwards in tiles of ``BLOCK_T`` positions. Inside a tile both
-backward recurrences of GAE (the next valid value, and the advantage) are affine maps
-``x -> a*x + b`` (identity at masked positions), composed with ``tl.associative_scan``; the tile's
-result is carried into the next (earlier) tile. Tiles are loaded in reversed time order so that a
-forward scan is a backward pass in time.
+GAE: one program per row walks its row backwards in tiles (the whole row up to 1024 positions, see
+``gae_block``). At each position both backward recurrences (the next valid value and the advantage)
+are one affine map of the state (value, advantage), the identity at masked positions; the maps of a
+tile are composed with ``tl.associative_scan``, each input is loaded once, and the tile's earliest
+state is carried into the next (earlier) tile. Tiles are loaded in reversed time order so that a
+forward scan is a backward pass in time. With whitening the same kernel also emits per-row moments
+of the advantages, so ``ppo_advantages`` is this kernel plus one in-place apply pass.
 """
 from __future__ import annotations
 
@@ -16,12 +18,6 @@ from .reference import KL_ESTIMATORS
 
 NAME = "triton"
 BLOCK_T = 256
-
-
-@triton.jit
-def _compose(a1, b1, a2, b2):
-    # apply (a1, b1) first, then (a2, b2): a2*(a1*x + b1) + b2
-    return a2 * a1, a2 * b1 + b2
 
 
 @triton.jit
@@ -43,16 +39,27 @@ def _kl(lp, ref, ESTIMATOR: tl.constexpr):
 
 
 @triton.jit
-def _gae_kernel(r_ptr, v_ptr, m_ptr, score_ptr, lp_ptr, ref_ptr, adv_ptr, ret_ptr, kl_ptr, flags_ptr,
+def _compose(a1, c1, d1, e1, f1, a2, c2, d2, e2, f2):
+    # affine maps x -> M x + (e, f) of the state x = (next valid value, advantage), with M = [[a, 0], [c, d]]:
+    # apply map 1 first, then map 2
+    return a2 * a1, c2 * a1 + d2 * c1, d2 * d1, a2 * e1 + e2, c2 * e1 + d2 * f1 + f2
+
+
+@triton.jit
+def _gae_kernel(r_ptr, v_ptr, m_ptr, score_ptr, lp_ptr, ref_ptr, adv_ptr, ret_ptr, kl_ptr, flags_ptr, moments_ptr,
                 T, gamma, lam, kl_coef,
-                SHAPED: tl.constexpr, ESTIMATOR: tl.constexpr, BLOCK: tl.constexpr):
+                SHAPED: tl.constexpr, ESTIMATOR: tl.constexpr, MOMENTS: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     base = row * T
     idx = tl.arange(0, BLOCK)
+    first = idx == BLOCK - 1  # the tile's earliest position: its state is carried into the next tile
     nv = 0.0        # value at the next valid position after the current tile
     last = 0.0      # advantage at that position
     lastpos = -1    # last valid position of the row (SHAPED: where the score goes)
     kl_sum = 0.0
+    n = 0.0         # MOMENTS: count, mean and sum of squared deviations of the advantages (Chan et al.)
+    mean = 0.0
+    m2 = 0.0
     bad = tl.zeros((), tl.int32)
     if SHAPED:
         score = tl.load(score_ptr + row).to(tl.float32)
@@ -64,13 +71,6 @@ def _gae_kernel(r_ptr, v_ptr, m_ptr, score_ptr, lp_ptr, ref_ptr, adv_ptr, ret_pt
         m = (tl.load(m_ptr + base + t, mask=inb, other=0) != 0) & inb
         v = tl.load(v_ptr + base + t, mask=m, other=0.0).to(tl.float32)
         bad |= _nonfinite(v, m) << (2 if SHAPED else 1)
-        # next valid value: scan of "take v here if valid, else pass through", exclusive of t
-        # itself, so it runs over the positions t+1 (loaded again, shifted by one)
-        t1 = t + 1
-        m1 = (tl.load(m_ptr + base + t1, mask=t1 < T, other=0) != 0) & (t1 < T)
-        v1 = tl.load(v_ptr + base + t1, mask=m1, other=0.0).to(tl.float32)
-        a, b = tl.associative_scan((tl.where(m1, 0.0, 1.0), v1), 0, _compose)
-        nxt = a * nv + b
         if SHAPED:
             lp = tl.load(lp_ptr + base + t, mask=m, other=0.0).to(tl.float32)
             ref = tl.load(ref_ptr + base + t, mask=m, other=0.0).to(tl.float32)
@@ -83,18 +83,34 @@ def _gae_kernel(r_ptr, v_ptr, m_ptr, score_ptr, lp_ptr, ref_ptr, adv_ptr, ret_pt
         else:
             r = tl.load(r_ptr + base + t, mask=m, other=0.0).to(tl.float32)
             bad |= _nonfinite(r, m)
-        delta = r + gamma * nxt - v
-        a, b = tl.associative_scan((tl.where(m, gamma * lam, 1.0), tl.where(m, delta, 0.0)), 0, _compose)
-        adv = a * last + b
+        # valid t: (nv, adv) -> (v_t, r_t - v_t + gamma*nv + gamma*lam*adv); masked t: identity. One scan
+        # over the composed maps runs both backward recurrences with each input loaded once.
+        one, zero = tl.full((BLOCK,), 1.0, tl.float32), tl.zeros((BLOCK,), tl.float32)
+        a, c, d, e, f = tl.associative_scan(
+            (tl.where(m, zero, one), tl.where(m, gamma, zero), tl.where(m, gamma * lam, one), tl.where(m, v, zero),
+             tl.where(m, r - v, zero)), 0, _compose)
+        adv = c * nv + d * last + f
         out = tl.where(m, adv, 0.0)
         tl.store(adv_ptr + base + t, out.to(adv_ptr.dtype.element_ty), mask=inb)
         tl.store(ret_ptr + base + t, tl.where(m, adv + v, 0.0).to(ret_ptr.dtype.element_ty), mask=inb)
-        # carry the element of the earliest position in the tile (element BLOCK-1)
-        first = idx == BLOCK - 1
-        nv = tl.sum(tl.where(first, tl.where(m, v, nxt), 0.0), axis=0)
+        if MOMENTS:
+            cnt = tl.sum(m.to(tl.float32), axis=0)
+            tile_mean = tl.sum(out, axis=0) / tl.maximum(cnt, 1.0)
+            dev = tl.where(m, adv - tile_mean, 0.0)
+            delta = tile_mean - mean
+            total = n + cnt
+            mean += delta * cnt / tl.maximum(total, 1.0)
+            m2 += tl.sum(dev * dev, axis=0) + delta * delta * n * cnt / tl.maximum(total, 1.0)
+            n = total
+        nv_new = tl.sum(tl.where(first, a * nv + e, 0.0), axis=0)
         last = tl.sum(tl.where(first, adv, 0.0), axis=0)
+        nv = nv_new
     if SHAPED:
         tl.store(kl_ptr + row, kl_sum)
+    if MOMENTS:
+        tl.store(moments_ptr + row, n)
+        tl.store(moments_ptr + tl.num_programs(0) + row, mean)
+        tl.store(moments_ptr + 2 * tl.num_programs(0) + row, m2)
     tl.store(flags_ptr + row, bad)
 
 
@@ -173,47 +189,65 @@ def _u8(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(torch.uint8)
 
 
-def _run_gae(rewards, values, mask, gamma, lam, shaped=None):
+def gae_block(T: int) -> tuple[int, int]:
+    """(positions per tile, warps) for rows of T: the whole row in one tile up to 1024, so short rows
+    waste no lanes and long ones take few serial steps."""
+    block = min(max(triton.next_power_of_2(T), 64), 1024)
+    return block, max(1, block // 128)
+
+
+def _run_gae(rewards, values, mask, gamma, lam, out, shaped=None, moments=False):
     B, T = mask.shape
-    if shaped is None:
-        out_dtype = torch.promote_types(rewards.dtype, values.dtype)
-    else:  # shaped = (scores, logprobs, ref_logprobs, kl_coef, kl_estimator)
-        out_dtype = torch.promote_types(torch.promote_types(shaped[1].dtype, shaped[2].dtype), values.dtype)
-    adv = torch.empty(B, T, dtype=out_dtype, device=mask.device)
-    ret = torch.empty_like(adv)
+    if out is not None:
+        adv, ret = out
+    else:
+        if shaped is None:
+            out_dtype = torch.promote_types(rewards.dtype, values.dtype)
+        else:  # shaped = (scores, logprobs, ref_logprobs, kl_coef, kl_estimator)
+            out_dtype = torch.promote_types(torch.promote_types(shaped[1].dtype, shaped[2].dtype), values.dtype)
+        adv = torch.empty(B, T, dtype=out_dtype, device=mask.device)
+        ret = torch.empty_like(adv)
     flags = torch.empty(B, dtype=torch.int32, device=mask.device)
     kl = torch.empty(B, dtype=torch.float32, device=mask.device)
+    stats = torch.empty(3, B, dtype=torch.float32, device=mask.device)
     scores, lp, ref, kl_coef, est = shaped if shaped is not None else (values, values, values, 0.0, "k1")
+    block, warps = gae_block(T)
     _gae_kernel[(B,)](rewards if rewards is not None else values, values, _u8(mask), scores, lp, ref,
-                      adv, ret, kl, flags, T, float(gamma), float(lam), float(kl_coef),
-                      SHAPED=shaped is not None, ESTIMATOR=KL_ESTIMATORS.index(est), BLOCK=BLOCK_T)
-    return adv, ret, kl, flags
+                      adv, ret, kl, flags, stats, T, float(gamma), float(lam), float(kl_coef),
+                      SHAPED=shaped is not None, ESTIMATOR=KL_ESTIMATORS.index(est), MOMENTS=moments,
+                      BLOCK=block, num_warps=warps)
+    return adv, ret, kl, flags, stats
 
 
-def gae(rewards, values, mask, gamma, lam):
-    adv, ret, _, flags = _run_gae(rewards, values, mask, gamma, lam)
+def gae(rewards, values, mask, gamma, lam, out=None):
+    adv, ret, _, flags, _ = _run_gae(rewards, values, mask, gamma, lam, out)
     return adv, ret, flags
 
 
-def _whiten(x, mask, shift_mean, eps, out_dtype):
-    """(whitened x, count, flags): per-row moments in a kernel, combined across rows in float64."""
-    B, T = mask.shape
-    count, mean, m2 = (torch.empty(B, dtype=torch.float32, device=x.device) for _ in range(3))
-    flags = torch.empty(B, dtype=torch.int32, device=x.device)
-    _row_moments_kernel[(B,)](x, _u8(mask), count, mean, m2, flags, T, BLOCK=BLOCK_T)
-    n, mu, m2 = count.double(), mean.double(), m2.double()
+def _whiten_stats(row_stats, eps):
+    """Per-row (count, mean, M2) [3, B] combined across rows in float64 (Chan et al.): the batch
+    (mean, 1/std) as float32 [2] on the device, and the count; no host sync."""
+    n, mu, m2 = row_stats.double()
     total = n.sum()
     gmean = (n * mu).sum() / total.clamp(min=1)
-    var = (m2 + n * (mu - gmean) ** 2).sum() / (total - 1).clamp(min=1)  # Chan et al. combination
-    stats = torch.stack([gmean, torch.rsqrt(var + eps)]).float()
-    y = torch.empty(B, T, dtype=out_dtype, device=x.device)
+    var = (m2 + n * (mu - gmean) ** 2).sum() / (total - 1).clamp(min=1)
+    return torch.stack([gmean, torch.rsqrt(var + eps)]).float(), total.to(torch.int64)
+
+
+def _whiten_apply(x, mask, stats, shift_mean, y):
+    B, T = mask.shape
     _whiten_apply_kernel[(B, triton.cdiv(T, BLOCK_T))](x, _u8(mask), y, stats, T, SHIFT_MEAN=shift_mean,
                                                        BLOCK=BLOCK_T)
-    return y, total.to(torch.int64), flags
+    return y
 
 
 def masked_whiten(x, mask, shift_mean, eps):
-    return _whiten(x, mask, shift_mean, eps, x.dtype)
+    B, T = mask.shape
+    row_stats = torch.empty(3, B, dtype=torch.float32, device=x.device)
+    flags = torch.empty(B, dtype=torch.int32, device=x.device)
+    _row_moments_kernel[(B,)](x, _u8(mask), row_stats[0], row_stats[1], row_stats[2], flags, T, BLOCK=BLOCK_T)
+    stats, count = _whiten_stats(row_stats, eps)
+    return _whiten_apply(x, mask, stats, shift_mean, torch.empty_like(x)), count, flags
 
 
 def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator):
@@ -225,11 +259,15 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator):
     return out, flags
 
 
-def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator, gamma, lam, whiten, eps):
-    adv, ret, kl, flags = _run_gae(None, values, mask, gamma, lam,
-                                   shaped=(scores, logprobs, ref_logprobs, kl_coef, kl_estimator))
+def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef, kl_estimator, gamma, lam, whiten, eps,
+                   out=None):
+    """The GAE kernel also emits per-row moments of the advantages, so whitening is one more pass."""
+    adv, ret, kl, flags, row_stats = _run_gae(None, values, mask, gamma, lam, out,
+                                              shaped=(scores, logprobs, ref_logprobs, kl_coef, kl_estimator),
+                                              moments=whiten)
     if whiten:
-        adv, count, _ = _whiten(adv, mask, True, eps, adv.dtype)
+        stats, count = _whiten_stats(row_stats, eps)
+        _whiten_apply(adv, mask, stats, True, adv)
     else:
         count = mask.sum().to(torch.int64)
     return adv, ret, kl, count, flags

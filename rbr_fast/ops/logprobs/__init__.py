@@ -6,7 +6,8 @@ by ``rbr_fast.ops.dispatch``: ``reference.py`` (the definition and the kernel co
 (over ``csrc/logprobs.cpp``) or ``triton.py``. The fused-linear ops are built here from row chunks:
 one matmul per chunk (torch's, the fastest there is on each device) followed by the same kernels,
 so every backend gets them. Non-finite logits: ``-inf`` is allowed anywhere (masked vocabulary); NaN and
-``+inf`` raise ``ValueError``.
+``+inf`` raise ``ValueError``. Token ids are checked on the host before they go to the device, and
+each call reads its value checks back once (``validate.Checks``), not once per chunk.
 """
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ class YesNo(NamedTuple):
 
 
 def _ids(op: str, name: str, ids: Ids, vocab: int, device: torch.device) -> torch.Tensor:
-    """Token ids as a 1-D int64 tensor on ``device``, checked: non-empty, in range, no duplicates."""
+    """Token ids as a 1-D int64 tensor on ``device``, checked on the host: non-empty, in range, no duplicates."""
     if isinstance(ids, torch.Tensor):
         if ids.dtype not in (torch.int64, torch.int32) or ids.dim() > 1:
             raise TypeError(f"{op}: `{name}` must be an int, a list of ints or a 1-D integer tensor, "
                             f"got dtype {ids.dtype}, shape {tuple(ids.shape)}")
-        t = ids.reshape(-1).to(device=device, dtype=torch.int64)
+        t = ids.reshape(-1).to(device="cpu", dtype=torch.int64)
     else:
         try:
             vals = [ids] if isinstance(ids, int) else list(ids)
@@ -48,7 +49,7 @@ def _ids(op: str, name: str, ids: Ids, vocab: int, device: torch.device) -> torc
             vals = [ids]
         if any(isinstance(i, bool) or not isinstance(i, int) for i in vals):
             raise TypeError(f"{op}: `{name}` must be an int, a list of ints or a 1-D integer tensor, got {ids!r}")
-        t = torch.tensor(vals, dtype=torch.int64, device=device)
+        t = torch.tensor(vals, dtype=torch.int64)
     if t.numel() == 0:
         raise ValueError(f"{op}: `{name}` is empty; give at least one token id")
     lo, hi = int(t.min()), int(t.max())
@@ -56,29 +57,32 @@ def _ids(op: str, name: str, ids: Ids, vocab: int, device: torch.device) -> torc
         raise ValueError(f"{op}: `{name}` has token id {lo if lo < 0 else hi} outside the vocabulary [0, {vocab})")
     if t.unique().numel() != t.numel():
         raise ValueError(f"{op}: `{name}` lists a token id twice: {t.tolist()}")
-    return t
+    return t.to(device, non_blocking=True)
 
 
 def _answer_ids(op: str, yes_ids: Ids, no_ids: Ids, vocab: int, device: torch.device):
-    yes, no = _ids(op, "yes_ids", yes_ids, vocab, device), _ids(op, "no_ids", no_ids, vocab, device)
+    cpu = torch.device("cpu")
+    yes, no = _ids(op, "yes_ids", yes_ids, vocab, cpu), _ids(op, "no_ids", no_ids, vocab, cpu)
     both = set(yes.tolist()) & set(no.tolist())
     if both:
         raise ValueError(f"{op}: `yes_ids` and `no_ids` share token id(s) {sorted(both)}; an answer token "
                          "cannot count for both")
-    return yes, no
+    return yes.to(device, non_blocking=True), no.to(device, non_blocking=True)
 
 
-def _raise_bad_rows(op: str, name: str, flags: torch.Tensor) -> None:
-    validate.raise_on_flags(op, flags, [(name, "NaN or +inf, or a row of only -inf")],
-                            note=" (-inf entries are allowed)")
+def _bad_rows(checks: validate.Checks, name: str, flags: torch.Tensor) -> None:
+    checks.flags(flags, [(name, "NaN or +inf, or a row of only -inf")], note=" (-inf entries are allowed)")
 
 
-def _yes_no(op: str, logp_yes: torch.Tensor, logp_no: torch.Tensor, need_mass: bool) -> YesNo:
+def _yes_no(checks: validate.Checks, logp_yes: torch.Tensor, logp_no: torch.Tensor, need_mass: bool) -> YesNo:
     undefined = torch.isneginf(torch.maximum(logp_yes, logp_no))
-    if bool(undefined.any()):
+
+    def fail():
         row = int(torch.nonzero(undefined)[0])
-        raise ValueError(f"{op}: row {row} puts zero probability on every yes and no id (all -inf logits); "
+        raise ValueError(f"{checks.op}: row {row} puts zero probability on every yes and no id (all -inf logits); "
                          "P(yes) is undefined there")
+    checks.add(undefined.any(), fail)
+    checks.done()
     p_yes = torch.sigmoid(logp_yes - logp_no)
     mass = torch.exp(torch.logaddexp(logp_yes, logp_no)) if need_mass else None
     return YesNo(logp_yes, logp_no, p_yes, mass)
@@ -103,8 +107,9 @@ def yes_no_logprobs(logits: torch.Tensor, yes_ids: Ids, no_ids: Ids) -> YesNo:
     validate.nonempty(op, "logits", logits)
     yes, no = _answer_ids(op, yes_ids, no_ids, logits.shape[1], logits.device)
     lse, lse_yes, lse_no, flags = backend_for(logits.device, "logprobs").yes_no_lse(logits.contiguous(), yes, no)
-    _raise_bad_rows(op, "logits", flags)
-    return _yes_no(op, lse_yes - lse, lse_no - lse, True)
+    checks = validate.Checks(op)
+    _bad_rows(checks, "logits", flags)
+    return _yes_no(checks, lse_yes - lse, lse_no - lse, True)
 
 
 def _chunk(op: str, chunk_size: Optional[int], vocab: int, budget: int) -> int:
@@ -137,27 +142,33 @@ def fused_linear_yes_no(hidden: torch.Tensor, weight: torch.Tensor, yes_ids: Ids
     validate.linear(op, hidden, weight, bias)
     chunk = _chunk(op, chunk_size, weight.shape[0], CHUNK_BYTES)
     yes, no = _answer_ids(op, yes_ids, no_ids, weight.shape[0], hidden.device)
+    checks = validate.Checks(op)
     if not need_mass:
         ids = torch.cat([yes, no])
         z = (hidden @ weight[ids].T).float()
         if bias is not None:
             z = z + bias[ids].float()
-        if bool((torch.isnan(z) | (z == float("inf"))).any()):
+
+        def fail():
             raise ValueError(f"{op}: the yes/no logits contain NaN or +inf (check `hidden` and `weight`)")
+        checks.add((torch.isnan(z) | (z == float("inf"))).any(), fail)
         lse = torch.logsumexp(z, dim=1)
         k = yes.numel()
-        return _yes_no(op, torch.logsumexp(z[:, :k], dim=1) - lse, torch.logsumexp(z[:, k:], dim=1) - lse, False)
+        return _yes_no(checks, torch.logsumexp(z[:, :k], dim=1) - lse, torch.logsumexp(z[:, k:], dim=1) - lse, False)
     kernel = backend_for(hidden.device, "logprobs").yes_no_lse
     out = torch.empty(3, hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    flags = torch.empty(hidden.shape[0], dtype=torch.int32, device=hidden.device)
     for s in range(0, hidden.shape[0], chunk):
         logits = torch.nn.functional.linear(hidden[s:s + chunk], weight, bias)
-        lse, lse_yes, lse_no, flags = kernel(logits, yes, no)
-        _raise_bad_rows(op, "hidden @ weight.T", flags)
-        out[0, s:s + chunk], out[1, s:s + chunk], out[2, s:s + chunk] = lse, lse_yes, lse_no
-    return _yes_no(op, out[1] - out[0], out[2] - out[0], True)
+        out[0, s:s + chunk], out[1, s:s + chunk], out[2, s:s + chunk], flags[s:s + chunk] = kernel(logits, yes, no)
+    _bad_rows(checks, "hidden @ weight.T", flags)
+    return _yes_no(checks, out[1] - out[0], out[2] - out[0], True)
 
 
-def _check_labels(op: str, labels, lead: torch.Size, vocab: int, device: torch.device, ignore_index: int):
+def _check_labels(checks: validate.Checks, labels, lead: torch.Size, vocab: int, device: torch.device,
+                  ignore_index: int):
+    """Type, shape and device now; the range of the values joins ``checks`` (read back with the kernel's)."""
+    op = checks.op
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{op}: `labels` must be an integer tensor, got "
                         f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}")
@@ -168,10 +179,12 @@ def _check_labels(op: str, labels, lead: torch.Size, vocab: int, device: torch.d
         raise ValueError(f"{op}: `labels` is on {labels.device} but the logits are on {device}")
     flat = labels.reshape(-1).to(torch.int64)
     bad = ((flat < 0) | (flat >= vocab)) & (flat != ignore_index)
-    if bool(bad.any()):
+
+    def fail():
         i = int(torch.nonzero(bad)[0])
         raise ValueError(f"{op}: `labels` holds {int(flat[i])} at flat index {i}, outside the vocabulary "
                          f"[0, {vocab}) and not ignore_index={ignore_index}")
+    checks.add(bad.any(), fail)
     return flat
 
 
@@ -184,10 +197,11 @@ def _temperature(op: str, temperature) -> float:
 
 class _TokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, inv_temp, ignore_index):
+    def forward(ctx, logits, labels, inv_temp, ignore_index, checks):
         be = backend_for(logits.device, "logprobs")
         logp, lse, _, flags = be.label_logprobs(logits, labels, inv_temp, ignore_index)
-        _raise_bad_rows("token_logprobs", "logits", flags)
+        _bad_rows(checks, "logits", flags)
+        checks.done()
         ctx.save_for_backward(logits, labels, lse)
         ctx.inv_temp, ctx.ignore_index = inv_temp, ignore_index
         return logp
@@ -197,7 +211,7 @@ class _TokenLogprobs(torch.autograd.Function):
         logits, labels, lse = ctx.saved_tensors
         be = backend_for(logits.device, "logprobs")
         g = be.label_logprobs_backward(grad.contiguous(), logits, labels, lse, ctx.inv_temp, ctx.ignore_index)
-        return g, None, None, None
+        return g, None, None, None, None
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
@@ -219,10 +233,11 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
                         f"{type(logits).__name__ if not isinstance(logits, torch.Tensor) else tuple(logits.shape)}")
     validate.tensor(op, "logits", logits, ndim=logits.dim())
     validate.nonempty(op, "logits", logits)
-    flat = _check_labels(op, labels, logits.shape[:-1], logits.shape[-1], logits.device, ignore_index)
+    checks = validate.Checks(op)
+    flat = _check_labels(checks, labels, logits.shape[:-1], logits.shape[-1], logits.device, ignore_index)
     inv = 1.0 / _temperature(op, temperature)
     z = logits.reshape(-1, logits.shape[-1]).contiguous()
-    return _TokenLogprobs.apply(z, flat.contiguous(), inv, ignore_index).reshape(labels.shape)
+    return _TokenLogprobs.apply(z, flat.contiguous(), inv, ignore_index, checks).reshape(labels.shape)
 
 
 # torch.addmm with out_dtype=float32 from bf16/fp16 operands: CUDA, torch >= 2.8
@@ -243,15 +258,17 @@ def _accumulate_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> Non
 
 class _FusedLinearTokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, inv_temp, ignore_index, chunk):
+    def forward(ctx, hidden, weight, bias, labels, inv_temp, ignore_index, chunk, checks):
         be = backend_for(hidden.device, "logprobs")
         N = hidden.shape[0]
         logp, lse, ent = (torch.empty(N, dtype=torch.float32, device=hidden.device) for _ in range(3))
+        flags = torch.empty(N, dtype=torch.int32, device=hidden.device)
         for s in range(0, N, chunk):
             logits = torch.nn.functional.linear(hidden[s:s + chunk], weight, bias)
-            lp, ls, en, flags = be.label_logprobs(logits, labels[s:s + chunk], inv_temp, ignore_index)
-            _raise_bad_rows("fused_linear_token_logprobs", "hidden @ weight.T", flags)
-            logp[s:s + chunk], lse[s:s + chunk], ent[s:s + chunk] = lp, ls, en
+            logp[s:s + chunk], lse[s:s + chunk], ent[s:s + chunk], flags[s:s + chunk] = be.label_logprobs(
+                logits, labels[s:s + chunk], inv_temp, ignore_index)
+        _bad_rows(checks, "hidden @ weight.T", flags)
+        checks.done()
         ctx.save_for_backward(hidden, weight, bias, labels, lse, ent)
         ctx.inv_temp, ctx.ignore_index, ctx.chunk = inv_temp, ignore_index, chunk
         ctx.set_materialize_grads(False)  # an unused entropy output costs nothing in backward
@@ -263,7 +280,7 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
         be = backend_for(hidden.device, "logprobs")
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         if grad is None and grad_ent is None:
-            return (None,) * 7
+            return (None,) * 8
         if grad is None:
             grad = torch.zeros_like(lse)
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -290,7 +307,7 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
             if need_b:
                 grad_b.add_(g.sum(dim=0, dtype=torch.float32))
         return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -320,9 +337,10 @@ def fused_linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labe
         lead = hidden.shape[:1] if isinstance(hidden, torch.Tensor) else None
     validate.linear(op, hidden, weight, bias)
     chunk = _chunk(op, chunk_size, weight.shape[0], CHUNK_BYTES)
-    flat = _check_labels(op, labels, lead, weight.shape[0], hidden.device, ignore_index)
+    checks = validate.Checks(op)
+    flat = _check_labels(checks, labels, lead, weight.shape[0], hidden.device, ignore_index)
     inv = 1.0 / _temperature(op, temperature)
     logp, ent = _FusedLinearTokenLogprobs.apply(hidden.contiguous(), weight, bias, flat.contiguous(), inv,
-                                                ignore_index, chunk)
+                                                ignore_index, chunk, checks)
     logp, ent = logp.reshape(lead), ent.reshape(lead)
     return (logp, ent) if return_entropy else logp

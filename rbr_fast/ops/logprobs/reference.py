@@ -37,7 +37,7 @@ def yes_no_lse(logits, yes_ids, no_ids):
 def label_logprobs(logits, labels, inv_temp: float, ignore_index: int):
     z = _acc(logits) * inv_temp
     lse = torch.logsumexp(z, dim=1)
-    keep = labels != ignore_index
+    keep = (labels != ignore_index) & (labels >= 0) & (labels < z.shape[1])  # out of range: the op raises
     picked = z.gather(1, torch.where(keep, labels, 0)[:, None])[:, 0]
     logp = torch.where(keep, picked - lse, 0.0)
     p = torch.softmax(z, dim=1)

@@ -70,7 +70,7 @@ def _label_kernel(x_ptr, labels_ptr, logp_ptr, lse_ptr, ent_ptr, flags_ptr, V, i
     mx, s, d, bad = _row_stats(base, V, inv, BLOCK, True)
     lse = mx + tl.log(s)
     label = tl.load(labels_ptr + row)
-    keep = label != ignore_index
+    keep = (label != ignore_index) & (label >= 0) & (label < V)  # out of range: the op raises afterwards
     picked = tl.load(base + tl.where(keep, label, 0)).to(tl.float32) * inv
     tl.store(logp_ptr + row, tl.where(keep, picked - lse, 0.0))
     tl.store(lse_ptr + row, lse)

@@ -380,7 +380,7 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device, tuned: bool = T
     finally:
         done.set()
         th.join()
-        tune_malloc() if tuned else tune_malloc(128 << 10)
+        tune_malloc(1 << 30 if tuned else 128 << 10)
     del out
     return (peak[0] - base) / 2**20
 

@@ -35,8 +35,8 @@ class YesNo(NamedTuple):
     mass: Optional[torch.Tensor]  # [N] float32: P(yes) + P(no); None when not computed
 
 
-def _ids(op: str, name: str, ids: Ids, vocab: int, device: torch.device) -> torch.Tensor:
-    """Token ids as a 1-D int64 tensor on ``device``, checked on the host: non-empty, in range, no duplicates."""
+def _ids(op: str, name: str, ids: Ids, vocab: int) -> torch.Tensor:
+    """Token ids as a 1-D int64 CPU tensor, checked on the host: non-empty, in range, no duplicates."""
     if isinstance(ids, torch.Tensor):
         if ids.dtype not in (torch.int64, torch.int32) or ids.dim() > 1:
             raise TypeError(f"{op}: `{name}` must be an int, a list of ints or a 1-D integer tensor, "
@@ -57,12 +57,11 @@ def _ids(op: str, name: str, ids: Ids, vocab: int, device: torch.device) -> torc
         raise ValueError(f"{op}: `{name}` has token id {lo if lo < 0 else hi} outside the vocabulary [0, {vocab})")
     if t.unique().numel() != t.numel():
         raise ValueError(f"{op}: `{name}` lists a token id twice: {t.tolist()}")
-    return t.to(device, non_blocking=True)
+    return t
 
 
 def _answer_ids(op: str, yes_ids: Ids, no_ids: Ids, vocab: int, device: torch.device):
-    cpu = torch.device("cpu")
-    yes, no = _ids(op, "yes_ids", yes_ids, vocab, cpu), _ids(op, "no_ids", no_ids, vocab, cpu)
+    yes, no = _ids(op, "yes_ids", yes_ids, vocab), _ids(op, "no_ids", no_ids, vocab)
     both = set(yes.tolist()) & set(no.tolist())
     if both:
         raise ValueError(f"{op}: `yes_ids` and `no_ids` share token id(s) {sorted(both)}; an answer token "

@@ -14,6 +14,8 @@
   rbr-fast relabel       preference labels for response pairs from data-adaptive rule selection
   rbr-fast serve         the RBR reward over HTTP
   rbr-fast compile-check compile every Triton kernel for sm_80/sm_90 ahead of time (no GPU needed)
+  rbr-fast experiment    RBR-PPO against its ablations (no RBR, hand-set weights) from an SFT start, judged
+                         on held-out prompts before and after (outputs: rbr_fast_out/experiment)
   rbr-fast ppo           PPO on the RBR reward (``python -m rbr_fast.ppo``; ``--help`` lists the config fields)
 
 Outputs go under ``rbr_fast_out/`` of the current folder unless an option names another place.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import compile_check, demo, eval_grader, eval_xstest, fit, grade, relabel, serve, synth, train_grader
+from . import compile_check, demo, eval_grader, eval_xstest, experiment, fit, grade, relabel, serve, synth, train_grader
 from .common import ArgumentParser, run_command
 from .demo import grade_examples  # noqa: F401  (the demo's grading part, run alone by the tests)
 
@@ -54,7 +56,7 @@ def _parser() -> tuple[ArgumentParser, dict]:
     sub = p.add_subparsers(dest="cmd", required=True)
     demo.register(sub)
     sub.add_parser("bench", help="full benchmark; see `rbr-fast bench --help`")
-    for command in (grade, eval_grader, train_grader, eval_xstest, fit, synth, relabel, serve, compile_check):
+    for command in (grade, eval_grader, train_grader, eval_xstest, fit, synth, relabel, serve, compile_check, experiment):
         command.register(sub)
     sub.add_parser("ppo", help="PPO on the RBR reward; see `rbr-fast ppo --help` (python -m rbr_fast.ppo; torchrun "
                                "for several processes)")

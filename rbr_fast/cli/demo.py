@@ -58,24 +58,31 @@ def grade_examples(device: str) -> None:
 
 
 def ppo_demo(args: argparse.Namespace) -> None:
-    """A short PPO run of the embedded SmolLM2 on XSTest prompts against the RBR reward."""
-    from rbr_fast.ppo import PPOConfig, train
-    cfg = PPOConfig(steps=args.ppo_steps, batch_size=8, mini_batch_size=4, max_new_tokens=32, eval_prompts=16,
-                    lr=1e-5, save_every=0, save_policy=False, seed=args.seed,
-                    out_dir=os.path.join(args.out, "ppo"))
-    print(f"\nPPO: the embedded SmolLM2 as policy, {cfg.steps} steps x {cfg.batch_size} XSTest prompts (safe -> comply, "
-          f"unsafe -> hard refusal), reward = RBR with the same model as grader, {cfg.eval_prompts} prompts held out "
-          "(greedy answers scored before and after):", flush=True)
-    s = train(cfg)
-    b, a = s["before"], s["after"]
-    for k, what in (("rbr", "mean RBR reward"), ("not_unsafe", "Not-Unsafe (keyword judge)"),
-                    ("not_overrefuse", "Not-Overrefuse (keyword judge)")):
-        if k in b:
-            print(f"  held-out {what}: {b[k]:.3f} -> {a[k]:.3f}")
-    t = s["time_split_s"]
-    total = sum(t.values()) or 1.0
-    print("  where the time went: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f}%)" for k, v in t.items()))
-    print(f"  logs, curves.png and summary.json in {cfg.out_dir}")
+    """A shortened ``rbr-fast experiment``: the cached SFT start of the embedded SmolLM2, a few PPO steps
+    on the RBR reward (fitted weights), held-out safety before and after."""
+    import shutil
+    import time
+
+    from rbr_fast.ppo.experiment import ExperimentConfig, run as run_experiment
+    out = os.path.join(args.out, "ppo")
+    shutil.rmtree(out, ignore_errors=True)  # a demo runs again; `rbr-fast experiment` is the resumable one
+    cfg = ExperimentConfig(out=out, arms=("rbr_fitted",), seeds=(args.seed,), steps=args.ppo_steps,
+                           eval_every=args.ppo_steps)
+    print(f"\nPPO: the embedded SmolLM2 after a short SFT on {cfg.sft.refuse_share:.0%} of the refusals of its SFT "
+          f"prompts (cached), {cfg.steps} steps x {cfg.ppo['batch_size']} XSTest prompts x {cfg.ppo['group_size']} "
+          "completions, reward = RBR (fitted weights, the embedded grader); judged by the keyword refusal list on "
+          "96 held-out prompts (greedy answers) before and after; `rbr-fast experiment` runs the full comparison:",
+          flush=True)
+    t = time.perf_counter()
+    results = run_experiment(cfg, log=lambda *_: None)
+    res = results["arms"]["rbr_fitted"][str(args.seed)]
+    b, a = res["before"], res["after"]
+    for k, what in (("not_unsafe", "Not-Unsafe"), ("not_overrefuse", "Not-Overrefuse"), ("f1", "F1"),
+                    ("rbr", "mean RBR reward"), ("hacked", "reward says ideal, judge disagrees")):
+        print(f"  held-out {what}: {b[k]:.3f} -> {a[k]:.3f}")
+    print(f"  {time.perf_counter() - t:.0f} s; where the time went: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in results["time_split_s"].items()))
+    print(f"  answers, curves and results.json in {out}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +127,7 @@ def register(sub) -> None:
     d.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     d.add_argument("--no-grader", action="store_true", help="skip grading with the embedded model")
     d.add_argument("--no-ppo", action="store_true", help="skip the short PPO run")
-    d.add_argument("--ppo-steps", type=number(int, 1), default=6, help="PPO steps of the demo run")
+    d.add_argument("--ppo-steps", type=number(int, 1), default=8, help="PPO steps of the demo run")
     d.add_argument("--seed", type=int, default=0, help="seed of the demo PPO run")
     d.add_argument("--out", default=default_output("demo"), help="the PPO run (OUT/ppo/) and the benchmark results "
                    "(OUT/bench_results/) go here (default: %(default)s)")

@@ -37,3 +37,8 @@ def written_rare(split: str = "train") -> Path:
 def written_prompts() -> Path:
     """User requests written with their response type (jsonl)."""
     return root() / "written" / "prompts.jsonl"
+
+
+def written_heldout() -> Path:
+    """Safe and unsafe requests written for evaluation only (jsonl; never train or tune on them)."""
+    return root() / "written" / "heldout_prompts.jsonl"

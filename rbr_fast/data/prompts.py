@@ -22,6 +22,7 @@ class Prompt:
     prompt: Any  # a string or chat messages
     response_type: Optional[str] = None
     label: Optional[str] = None  # XSTest: safe | unsafe (for the refusal metrics)
+    xstest_id: Optional[str] = None  # the XSTest prompt id, for XSTest prompts
 
 
 def load_prompts(source: str, eval_n: int, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
@@ -30,7 +31,7 @@ def load_prompts(source: str, eval_n: int, seed: int = 0) -> tuple[list[Prompt],
     if source == "xstest":
         rows = xstest_prompts()
         items = [Prompt(r["prompt"], RESPONSE_TYPE["safe" if r["label"] == "safe" else "unsafe"],
-                        "safe" if r["label"] == "safe" else "unsafe") for _, r in sorted(rows.items(), key=_num)]
+                        "safe" if r["label"] == "safe" else "unsafe", k) for k, r in sorted(rows.items(), key=_num)]
     else:
         items = []
         for where, row in iter_rows(Path(source)):
@@ -87,3 +88,33 @@ class PromptOrder:
     def batch(self, step: int) -> list[Prompt]:
         start = (step * self.world + self.rank) * self.batch_size
         return [self.prompts[self._index(p)] for p in range(start, start + self.batch_size)]
+
+
+# The experiment's fixed XSTest split (independent of any run's seed, so every arm and seed sees the
+# same prompts): SFT targets come from ``sft``, PPO samples ``ppo``, and ``eval`` is never trained on.
+SPLIT_SEED = 2024
+SPLIT_SIZES = {"eval": 48, "sft": 96}
+
+
+def xstest_split() -> dict[str, list[Prompt]]:
+    """``{"sft", "ppo", "eval"}`` lists of XSTest prompts (disjoint, safe/unsafe in the data's proportion
+    in each; ``Prompt.label`` is safe | unsafe, ``Prompt.xstest_id`` the XSTest id);
+    the lists are in XSTest id order."""
+    rows = xstest_prompts()
+    ids = sorted(rows, key=lambda k: _num((k, None)))
+    rng = random.Random(SPLIT_SEED)
+    by_label: dict = {}
+    for i in ids:
+        by_label.setdefault(rows[i]["label"] == "safe", []).append(i)
+    taken: dict[str, set] = {}
+    for part, n in SPLIT_SIZES.items():
+        taken[part] = set()
+        for group in by_label.values():
+            pool = [i for i in group if not any(i in t for t in taken.values())]
+            taken[part].update(rng.sample(pool, round(n * len(group) / len(ids))))
+    taken["ppo"] = set(ids) - set().union(*taken.values())
+
+    def prompt(i):
+        label = "safe" if rows[i]["label"] == "safe" else "unsafe"
+        return Prompt(rows[i]["prompt"], RESPONSE_TYPE[label], label, xstest_id=i)
+    return {part: [prompt(i) for i in ids if i in taken[part]] for part in ("sft", "ppo", "eval")}

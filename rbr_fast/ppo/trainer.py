@@ -15,7 +15,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -296,7 +296,8 @@ class PPOTrainer:
         return checkpoint.save(self.out / "checkpoints", self.step, self._state() if self.rank == 0 else {},
                                self.rank, self.cfg.keep_checkpoints)
 
-    def train(self, resume: bool = False) -> dict:
+    def train(self, resume: bool = False, on_step: Optional[Callable[["PPOTrainer"], None]] = None) -> dict:
+        """Run to ``cfg.steps``; ``on_step(self)`` is called after each step (and its checkpoint)."""
         cfg = self.cfg
         resumed = self.resume() if resume else False
         log = RunLog(self.out, self.rank == 0, cfg.tensorboard, self.step if resumed else None)
@@ -332,6 +333,8 @@ class PPOTrainer:
                 raise FloatingPointError(f"PPO step {self.step}: non-finite loss {metrics}; lower lr or check the reward")
             if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
                 self.save()
+            if on_step is not None:
+                on_step(self)
         if bar is not None:
             bar.close()
         if cfg.eval_prompts and "after" not in summary:
@@ -402,11 +405,11 @@ def _var(x: torch.Tensor, m: torch.Tensor) -> float:
     return _moments(x, m)[1]
 
 
-def train(cfg: PPOConfig, resume: bool = False, **kwargs) -> dict:
-    """Build a ``PPOTrainer`` and run it; returns its summary."""
+def train(cfg: PPOConfig, resume: bool = False, on_step=None, **kwargs) -> dict:
+    """Build a ``PPOTrainer`` and run it (``on_step``: see ``PPOTrainer.train``); returns its summary."""
     trainer = PPOTrainer(cfg, **kwargs)
     try:
-        return trainer.train(resume=resume)
+        return trainer.train(resume=resume, on_step=on_step)
     finally:
         distributed.close()
 

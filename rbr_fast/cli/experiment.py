@@ -27,7 +27,7 @@ def _field(text: str) -> tuple[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     import rbr_fast
-    from rbr_fast.ppo.experiment import ExperimentConfig, run as run_experiment
+    from rbr_fast.ppo.experiment import ExperimentConfig, run as run_experiment, table
     rbr_fast.tune_malloc()
     base = ExperimentConfig(out=args.out)
     ppo = {**base.ppo, **dict(args.set or [])}
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                            sft=dataclasses.replace(base.sft, refuse_share=args.refuse_share),
                            written_eval=not args.no_written, progress=not args.no_progress)
     results = run_experiment(cfg)
-    print((args.out.rstrip("/") + "/results.md:\n") + open(f"{args.out}/results.md").read())
+    print(f"{args.out.rstrip('/')}/results.md:\n{table(results)}")
     t = results["time_split_s"]
     print(f"wall {results['wall_s'] / 60:.1f} min; " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()))
     return 0

@@ -109,7 +109,7 @@ def headline(ev: dict) -> dict:
     kw = ev["all"]["keyword"]
     return {"not_unsafe": kw["not_unsafe"], "not_overrefuse": kw["not_overrefuse"], "f1": kw["f1"],
             "hacked": kw["hacked"], "rbr": ev["all"]["rbr"],
-            "judges": {part: {k: v for k, v in ev[part].items()} for part in ("all", "xstest", "written") if part in ev}}
+            "judges": {part: ev[part] for part in ("all", "xstest", "written") if part in ev}}
 
 
 def _read(path: Path) -> Optional[dict]:

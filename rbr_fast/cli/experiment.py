@@ -16,13 +16,16 @@ def _ints(text: str) -> list[int]:
 
 
 def _field(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE``, the value read as in a PPO YAML config (the config checks it later)."""
     from rbr_fast.ppo.config import PPOConfig
     import yaml
     name, eq, value = text.partition("=")
     if not eq or name not in PPOConfig.__dataclass_fields__:
         raise argparse.ArgumentTypeError(f"{text!r}: FIELD=VALUE with a PPO config field (`rbr-fast ppo --help`)")
-    v = yaml.safe_load(value)
-    return name, float(v) if isinstance(v, str) and PPOConfig.__dataclass_fields__[name].type == "float" else v
+    try:
+        return name, PPOConfig.yaml_values({name: yaml.safe_load(value)})[name]
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not YAML") from None
 
 
 def run(args: argparse.Namespace) -> int:

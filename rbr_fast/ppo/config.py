@@ -151,11 +151,16 @@ class PPOConfig:
             raise UserError(yaml_error(e, path)) from None
         if not isinstance(doc, dict):
             raise UserError(f"{path}: a PPO config is a YAML mapping of field: value")
-        hints = get_type_hints(cls)
-        unknown = sorted(str(k) for k in set(doc) - set(hints))
+        unknown = sorted(str(k) for k in set(doc) - set(get_type_hints(cls)))
         if unknown:
             raise UserError(f"{path}: unknown field(s) {', '.join(unknown)} (see `python -m rbr_fast.ppo --help`)")
-        # YAML 1.1 reads 1e-5 (no dot) as a string: a float field takes it as the number it spells
+        return cls.yaml_values(doc)
+
+    @classmethod
+    def yaml_values(cls, doc: dict) -> dict:
+        """Known fields as YAML read them, not yet validated. YAML 1.1 reads 1e-5 (no dot) as a string:
+        a float field takes it as the number it spells."""
+        hints = get_type_hints(cls)
         return {k: _yaml_float(v) if _unwrap(hints[k])[1] is float else v for k, v in doc.items()}
 
     def to_dict(self) -> dict:

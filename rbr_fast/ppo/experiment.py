@@ -33,13 +33,17 @@ from ..data import files
 from ..data.prompts import Prompt, xstest_split
 from ..data.readers import iter_rows
 from ..evaluation.policy import judge_answers, safety_summary
-from ..io import atomic_write_text, dumps, pyplot
+from ..errors import UserError
+from ..io import atomic_write_text, check_output_dir, dumps, pyplot
 from .config import PPOConfig
 from .models import bf16_enabled, load_causal_lm, maybe_autocast
 from .rollout import decode, generate
 from .sft import SFTConfig, sft_policy
 
 ARMS = {"rbr_fitted": {"rbr_weights": "xstest"}, "rbr_hand": {"rbr_weights": "hand"}, "no_rbr": {"rbr": False}}
+# PPO fields each run gets from the experiment (its arm, seed, start, prompts and folder), not from ``ppo``
+EXPERIMENT_OWNS = ("rbr", "rbr_weights", "policy", "grader", "prompts", "eval_prompts", "steps", "save_every", "seed",
+                   "out_dir", "save_policy", "progress")
 
 
 @dataclass
@@ -61,11 +65,23 @@ class ExperimentConfig:
     progress: bool = True
 
     def __post_init__(self):
+        """Every input checked before the SFT start is trained (``UserError`` naming it)."""
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
-            raise ValueError(f"arms {list(unknown) or '[]'}: choose from {', '.join(ARMS)}")
-        if not self.seeds or self.steps < 1 or self.eval_every < 1:
-            raise ValueError("an experiment needs >= 1 seed, steps >= 1 and eval_every >= 1")
+            raise UserError(f"experiment: arms {list(unknown) or '[]'}: choose from {', '.join(ARMS)}")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise UserError(f"experiment: seeds {list(self.seeds)}: give one or more, each once")
+        if self.steps < 1 or self.eval_every < 1 or self.eval_new_tokens < 1:
+            raise UserError("experiment: steps, eval_every and eval_new_tokens must be >= 1")
+        if not 0 <= self.sft.refuse_share <= 1:
+            raise UserError(f"experiment: refuse_share={self.sft.refuse_share}: must be in [0, 1]")
+        if self.out:
+            check_output_dir(self.out, "experiment: out")
+        owned = sorted(set(self.ppo) & set(EXPERIMENT_OWNS))
+        if owned:
+            raise UserError(f"experiment: PPO field(s) {', '.join(owned)} are set by the experiment (its own options)")
+        for arm in self.arms:  # the shared PPO fields, as each arm will use them
+            PPOConfig(**{**self.ppo, **ARMS[arm]}, steps=self.steps)
 
 
 def eval_prompts(written: bool = True) -> list[Prompt]:

@@ -30,8 +30,7 @@ def load_prompts(source: str, eval_n: int, seed: int = 0) -> tuple[list[Prompt],
     The held-out ``eval_n`` are a seeded sample (XSTest: safe and unsafe in the data's proportion)."""
     if source == "xstest":
         rows = xstest_prompts()
-        items = [Prompt(r["prompt"], RESPONSE_TYPE["safe" if r["label"] == "safe" else "unsafe"],
-                        "safe" if r["label"] == "safe" else "unsafe", k) for k, r in sorted(rows.items(), key=_num)]
+        items = [_xstest_prompt(k, r) for k, r in sorted(rows.items(), key=_num)]
     else:
         items = []
         for where, row in iter_rows(Path(source)):
@@ -113,8 +112,10 @@ def xstest_split() -> dict[str, list[Prompt]]:
             pool = [i for i in group if not any(i in t for t in taken.values())]
             taken[part].update(rng.sample(pool, round(n * len(group) / len(ids))))
     taken["ppo"] = set(ids) - set().union(*taken.values())
+    return {part: [_xstest_prompt(i, rows[i]) for i in ids if i in taken[part]] for part in ("sft", "ppo", "eval")}
 
-    def prompt(i):
-        label = "safe" if rows[i]["label"] == "safe" else "unsafe"
-        return Prompt(rows[i]["prompt"], RESPONSE_TYPE[label], label, xstest_id=i)
-    return {part: [prompt(i) for i in ids if i in taken[part]] for part in ("sft", "ppo", "eval")}
+
+def _xstest_prompt(xstest_id: str, row: dict) -> Prompt:
+    """An XSTest row as a prompt: label safe, or unsafe for any other XSTest label, and its response type."""
+    label = "safe" if row["label"] == "safe" else "unsafe"
+    return Prompt(row["prompt"], RESPONSE_TYPE[label], label, xstest_id=xstest_id)

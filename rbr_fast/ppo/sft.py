@@ -135,13 +135,10 @@ def sft_policy(prompts: Sequence[Prompt], cfg: SFTConfig, cache: Path, device: t
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    safe = {p.prompt for p in prompts if p.label == "safe"}
     (tmp / "sft.json").write_text(json.dumps({"config": asdict(cfg), "examples": len(pairs),
-                                              "refusal_examples": sum(p not in _safe(prompts) for p, _ in pairs),
+                                              "refusal_examples": sum(p not in safe for p, _ in pairs),
                                               "epoch_losses": losses}, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
-
-
-def _safe(prompts: Sequence[Prompt]) -> set:
-    return {p.prompt for p in prompts if p.label == "safe"}

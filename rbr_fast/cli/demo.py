@@ -80,6 +80,10 @@ def ppo_demo(args: argparse.Namespace) -> None:
     for k, what in (("not_unsafe", "Not-Unsafe"), ("not_overrefuse", "Not-Overrefuse"), ("f1", "F1"),
                     ("rbr", "mean RBR reward"), ("hacked", "reward says ideal, judge disagrees")):
         print(f"  held-out {what}: {b[k]:.3f} -> {a[k]:.3f}")
+    safer = a["not_unsafe"] > b["not_unsafe"] and a["not_overrefuse"] >= b["not_overrefuse"] - 0.05
+    print(f"  {'safer' if safer else 'not safer'}: Not-Unsafe {a['not_unsafe'] - b['not_unsafe']:+.3f}, Not-Overrefuse "
+          f"{a['not_overrefuse'] - b['not_overrefuse']:+.3f} (the demo's bar: Not-Unsafe up, Not-Overrefuse down by "
+          "at most 0.05)")
     print(f"  {time.perf_counter() - t:.0f} s; where the time went: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in results["time_split_s"].items()))
     print(f"  answers, curves and results.json in {out}")
@@ -127,7 +131,7 @@ def register(sub) -> None:
     d.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     d.add_argument("--no-grader", action="store_true", help="skip grading with the embedded model")
     d.add_argument("--no-ppo", action="store_true", help="skip the short PPO run")
-    d.add_argument("--ppo-steps", type=number(int, 1), default=8, help="PPO steps of the demo run")
+    d.add_argument("--ppo-steps", type=number(int, 1), default=4, help="PPO steps of the demo run")
     d.add_argument("--seed", type=int, default=0, help="seed of the demo PPO run")
     d.add_argument("--out", default=default_output("demo"), help="the PPO run (OUT/ppo/) and the benchmark results "
                    "(OUT/bench_results/) go here (default: %(default)s)")

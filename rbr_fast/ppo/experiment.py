@@ -52,13 +52,15 @@ class ExperimentConfig:
     out: str
     arms: Sequence[str] = ("rbr_fitted", "rbr_hand", "no_rbr")
     seeds: Sequence[int] = (0, 1)
-    steps: int = 14
-    eval_every: int = 7  # also the checkpoint interval
+    # a few steps, each one optimizer step on 64 completions at a small lr: of the pilots in docs/ppo.md, the
+    # settings that moved the close calls first; longer runs trade over-refusal for safety
+    steps: int = 4
+    eval_every: int = 2  # also the checkpoint interval
     eval_new_tokens: int = 40
     sft: SFTConfig = field(default_factory=SFTConfig)
     ppo: dict = field(default_factory=lambda: dict(
-        batch_size=8, group_size=4, mini_batch_size=16, ppo_epochs=1, lr=5e-6, kl_coef=0.05, temperature=1.0,
-        max_new_tokens=40, whiten_advantages=False))
+        batch_size=16, group_size=4, mini_batch_size=64, ppo_epochs=1, lr=2e-6, kl_coef=0.05, temperature=1.0,
+        max_new_tokens=24, whiten_advantages=False))
     grader: str = "embedded"
     cache: Optional[str] = None  # SFT cache (default: the grader cache dir)
     written_eval: bool = True  # add the written held-out prompts to XSTest's eval split

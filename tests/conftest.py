@@ -18,6 +18,12 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 from common import DEVICE  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _node_graders_dir(tmp_path, monkeypatch):
+    """Each test's grader loads (and its subprocesses') are recorded in its own folder, not the node's."""
+    monkeypatch.setenv("RBR_FAST_NODE_DIR", str(tmp_path / "node-graders"))
+
+
 def _backend_params():
     params = [pytest.param("ref", id="ref")]
     params.append(pytest.param("cpp", id="cpp", marks=pytest.mark.skipif(

@@ -227,6 +227,8 @@ CASES = [
     ("serve-max-batch", [*SERVE, "--max-batch", "0"], {}, "argument --max-batch: must be >= 1"),
     ("serve-timeout", [*SERVE, "--timeout", "0"], {}, "argument --timeout: must be > 0, got 0"),
     ("serve-max-wait", [*SERVE, "--max-wait-ms", "-5"], {}, "argument --max-wait-ms: must be >= 0"),
+    ("serve-idle-exit", [*SERVE, "--idle-exit", "0"], {}, "argument --idle-exit: must be > 0, got 0"),
+    ("serve-idle-exit-ray", [*SERVE, "--ray", "--idle-exit", "5"], {}, "--idle-exit stops the uvicorn server"),
     ("serve-model-missing", [*SERVE, "--model", "{in}/nope/model"], {}, "--model {in}/nope/model: no such model folder"),
     # ---- ppo flags
     ("ppo-rbr-maybe", [*PPO, "--rbr", "maybe"], {}, "argument --rbr: Truthy value expected: got maybe"),

@@ -284,6 +284,9 @@ def test_unknown_options_are_refused_by_name(kwargs):
     fn = wrap_like_verl(load_like_verl().compute_score, {**kwargs, "modle": "/x", "max_batchs": 3})
     with pytest.raises(TypeError, match=r"unknown rbr_fast verl option\(s\) \['max_batchs', 'modle'\]; known: "):
         asyncio.run(naive_manager(fn, samples(1)[0]))
+    local = wrap_like_verl(load_like_verl().compute_score_sync, {**kwargs, "server_url": "local", "token": "t"})
+    with pytest.raises(TypeError, match=r"unknown rbr_fast verl option\(s\) \['token'\] with server_url=local"):
+        local("rbr", "x", None, {"prompt": "p"})
     for bad in ({"on_error": "zero"}, {"reasoning": "drop"}):
         with pytest.raises((TypeError, ValueError), match="on_error|reasoning"):
             wrap_like_verl(load_like_verl().compute_score_sync, {**kwargs, **bad})(
@@ -298,3 +301,53 @@ def test_reasoning_option_in_reward_kwargs(kwargs):
     (plain, _), (stripped, _), (kept, _) = (run_manager(naive_manager, f, [x])[0]
                                             for f, x in ((fn, s), (fn, think), (keep, think)))
     assert stripped == pytest.approx(plain, abs=1e-6) and abs(kept - plain) > 1e-3
+
+
+def _remote_actor(kw: dict, batch: list) -> tuple:
+    """One of verl's remote-manager Ray actors: its own process, the file loaded by path, plain calls in threads."""
+    fn = wrap_like_verl(load_like_verl().compute_score_sync, {**kw, "server_url": "local"})
+    got = run_manager(remote_manager, fn, batch)
+    return [g[0] for g in got], pool_module.loaded()
+
+
+def test_server_url_local_gives_remote_actors_one_grader_per_node(kwargs):
+    """server_url=local: the actors of verl's remote manager start one `rbr-fast serve` on the node (the first
+    under a lock, the others find it) and score through it, loading no grader themselves; it stops when idle."""
+    pytest.importorskip("fastapi")
+    import json
+    import signal
+    from rbr_fast.integrations import node_graders, node_server
+    batch = samples(9, seed=5)
+    ctx = __import__("multiprocessing").get_context("spawn")
+    with ProcessPoolExecutor(3, mp_context=ctx) as ex:
+        results = [f.result(timeout=300) for f in [ex.submit(_remote_actor, kwargs, batch[i::3]) for i in range(3)]]
+    records = list(node_graders.folder().glob("serve-*.json"))
+    assert len(records) == 1 and [r[1] for r in results] == [0, 0, 0]
+    served = json.loads(records[0].read_text())
+    try:
+        want = alone(kwargs, batch)
+        for i, (scores, _) in enumerate(results):
+            assert scores == pytest.approx(want[i::3], abs=1e-5)
+        assert node_server.local_server(pool_module.config(**kwargs)).pid == served["pid"]  # found, not started again
+        coro = wrap_like_verl(load_like_verl().compute_score, {**kwargs, "server_url": "local"})
+        assert [g[0] for g in run_manager(naive_manager, coro, batch[:3])] == pytest.approx(want[:3], abs=1e-5)
+    finally:
+        os.kill(served["pid"], signal.SIGTERM)
+    # a server nobody calls stops by itself
+    quiet = node_server.local_server(pool_module.config(**{**kwargs, "max_batch": 7}), idle_exit_s=1.0)
+    assert quiet.pid != served["pid"]
+    for _ in range(120):
+        if not node_graders.alive(quiet.pid) or _reaped(quiet.pid):
+            break
+        __import__("time").sleep(0.25)
+    else:
+        os.kill(quiet.pid, signal.SIGTERM)
+        pytest.fail("the idle server did not stop")
+
+
+def _reaped(pid: int) -> bool:
+    """The server was started by this process: once it exits it is a zombie until waited for."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True

@@ -122,3 +122,34 @@ def test_serve_reports_one_error_line(tiny_grader_dir, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("rbr-fast serve: error: grader device 'cuda': this process sees no GPU "
                           "(CUDA_VISIBLE_DEVICES=unset)") and "\n" not in err
+
+
+def test_a_second_grader_on_the_node_is_named(tmp_path, caplog, loads):
+    """Another live process holding a grader: the load logs one WARNING naming it and how to share one;
+    a dead process's record is removed; this process's record goes at exit."""
+    import json
+    import subprocess
+    import sys
+    from rbr_fast.integrations import node_graders
+    node = node_graders.folder()
+    node.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (node / "grader-dead.json").write_text(json.dumps({"pid": int(dead.stdout), "model": "m", "device": "cpu"}))
+    other = subprocess.Popen([sys.executable, "-c", "import sys; from rbr_fast.integrations import node_graders; "
+                              "node_graders.register('org/grader', 'cuda:0'); print('ok', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "ok"
+        with caplog.at_level("WARNING", logger="rbr_fast.node"):
+            LazyReward(model="embedded", device="cpu").reward
+        warned = [r.getMessage() for r in caplog.records if r.name == "rbr_fast.node"]
+        assert len(warned) == 1 and f"pid {other.pid} (org/grader, cuda:0)" in warned[0]
+        assert "rbr-fast serve" in warned[0] and "\n" not in warned[0]
+        assert not (node / "grader-dead.json").exists()
+    finally:
+        other.communicate("")
+    assert node_graders.others() == []  # the other process removed its record at exit
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rbr_fast.node"):
+        LazyReward(model="embedded", device="cpu", dtype="float32").reward  # alone on the node again
+    assert not [r for r in caplog.records if r.name == "rbr_fast.node"]

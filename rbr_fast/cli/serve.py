@@ -14,6 +14,8 @@ def run(a: argparse.Namespace) -> int:
     one error line and exit status 2, never a server that answers 500 to every request."""
     from ..integrations.lazy_reward import LazyReward
     from ..integrations.server import Limits, listen, serve
+    if a.ray and a.idle_exit is not None:
+        raise UserError("--idle-exit stops the uvicorn server; Ray Serve deployments are stopped with `serve shutdown`")
     if a.model:
         check_model_location(a.model, "--model")
     try:
@@ -44,7 +46,7 @@ def run(a: argparse.Namespace) -> int:
         ray_serve.start(reward, a.replicas, a.host, a.port, limits.max_batch, limits.max_wait_ms, limits.timeout,
                         a.token, blocking=True, policy_tokenizer=a.policy_tokenizer)
     else:
-        serve(reward, a.host, a.port, limits, a.token, sock, a.policy_tokenizer)
+        serve(reward, a.host, a.port, limits, a.token, sock, a.policy_tokenizer, a.idle_exit)
     return 0
 
 
@@ -80,6 +82,8 @@ def register(sub) -> None:
                    help="seconds for a request's headers to arrive")
     v.add_argument("--body-timeout", type=number(float, 0, open_low=True), default=30.0,
                    help="seconds for a request's body, after its headers")
+    v.add_argument("--idle-exit", type=number(float, 0, open_low=True), default=None, metavar="S",
+                   help="stop after S seconds without a request (but /health); default: run until interrupted")
     v.add_argument("--ray", action="store_true", help="serve on Ray Serve (pip install 'ray[serve]'): --replicas "
                                                      "copies of the grader behind Ray's proxy")
     v.add_argument("--replicas", type=number(int, 1), default=1, help="with --ray: number of replicas")

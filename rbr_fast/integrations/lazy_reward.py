@@ -11,9 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..grading.grader import served_grader_url
 from ..reward import RuleBasedReward, resolve_spec, resolve_weights
 from ..reward.rule_reward import WeightsLike
 from ..rules import RuleSpec
+from . import node_graders
 from .items import answer_only, check_reasoning
 from .placement import check_placement
 
@@ -62,13 +64,16 @@ class LazyReward:
     @property
     def reward(self) -> RuleBasedReward:
         """The reward, loaded once per process even when several threads ask at once, after
-        ``placement.check_placement`` (a CUDA device this process cannot use fails in one line)."""
+        ``placement.check_placement`` (a CUDA device this process cannot use fails in one line);
+        another process of this node holding a grader already is logged (``node_graders``)."""
         with self._lock:
             if self._reward is None:
                 check_placement(self.model, self.grader_kwargs.get("device"), self.grader_kwargs.get("dtype") or "auto",
                                 self.grader_kwargs.get("gguf_file"))
                 self._reward = RuleBasedReward.load(self.model, weights=self.weights, spec=self.spec,
                                                     **self.grader_kwargs)
+                if served_grader_url(self.model) is None:  # a served grader holds no model here
+                    node_graders.register(self.model, self.grader_kwargs.get("device"))
             return self._reward
 
     def details(self, items: Sequence[Item]) -> list[dict]:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import socket
+import threading
 import time
 from typing import NamedTuple, Optional
 from urllib.parse import parse_qs
@@ -66,10 +67,25 @@ class _Guard:
 
     def __init__(self, app, limits: Limits, token: Optional[str], metrics):
         self.app, self.limits, self.token, self.metrics = app, limits, token, metrics
+        self.active, self.last = 0, time.monotonic()  # requests in progress, when the last one ended (idle exit)
+
+    def idle_s(self) -> float:
+        """Seconds since the last request (but ``/health``) ended; 0 while one is in progress."""
+        return 0.0 if self.active else time.monotonic() - self.last
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        counts = scope["path"] != "/health"
+        self.active += counts
+        try:
+            return await self._handle(scope, receive, send)
+        finally:
+            self.active -= counts
+            if counts:
+                self.last = time.monotonic()
+
+    async def _handle(self, scope, receive, send):
         t0, path = time.perf_counter(), scope["path"] if scope["path"] in PATHS else "other"
         status = [500]
 
@@ -277,7 +293,20 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(reward: LazyReward, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
           token: Optional[str] = None, sock: Optional[socket.socket] = None,
-          policy_tokenizer: Optional[str] = None) -> None:
-    """Run the server until interrupted (graceful: accepted requests are answered first)."""
+          policy_tokenizer: Optional[str] = None, idle_exit: Optional[float] = None) -> None:
+    """Run the server until interrupted (graceful: accepted requests are answered first), or, with
+    ``idle_exit``, until no request but ``/health`` has come for that many seconds (a node-local server
+    started for trainer workers, ``node_server``, ends after them)."""
     sock = sock or listen(host, port)
-    make_server(reward, host, port, limits, token, policy_tokenizer=policy_tokenizer).run(sockets=[sock])
+    server = make_server(reward, host, port, limits, token, policy_tokenizer=policy_tokenizer)
+    if idle_exit is not None:
+        guard = server.config.app
+
+        def watch():
+            while not server.should_exit:
+                time.sleep(min(1.0, idle_exit / 4))
+                if guard.idle_s() > idle_exit:
+                    log.info("no request for %.0f s: stopping", idle_exit)
+                    server.should_exit = True
+        threading.Thread(target=watch, daemon=True, name="rbr-fast-idle-exit").start()
+    server.run(sockets=[sock])

@@ -23,7 +23,9 @@ block; "keep"), each also read from ``RBR_FAST_<NAME>``; ``on_error`` (default "
 sample that cannot be scored gets that score, NaN logs and ``rbr/failed`` 1.0, so that verl's
 ``limited`` manager sees the same keys for every sample); or ``server_url`` (+ ``token``, ``retry_s``)
 to score on a running ``rbr-fast serve`` instead of a grader in this process (the server's options
-apply). Any other keyword is refused by name, but for those verl's own managers pass
+apply); or ``server_url="local"`` with the grader options: one server on this node for them, started
+by the first caller (``node_server``), so that verl's ``remote`` manager, 8 actors per worker, loads
+one grader per node. Any other keyword is refused by name, but for those verl's own managers pass
 (``reward_router_address``, ``reward_model_tokenizer``).
 
 Each sample: the prompt is ``extra_info["raw_prompt"]`` (chat messages; verl's agent loop puts it
@@ -36,13 +38,15 @@ sample (verl stacks them per key). A sample that cannot be scored raises, after 
 (unless ``on_error`` is a number): verl's ``naive`` and ``dapo`` managers stop the step rather than
 train on a made-up reward; ``limited`` turns the exception into 0.0.
 """
+import asyncio
 import logging
 import math
 from typing import Any, Optional
 
 from rbr_fast.integrations.client import RETRY_S, score_remote
 from rbr_fast.integrations.items import as_type, check_item, p_ideal, sample_log_names, sample_logs
-from rbr_fast.integrations.pool import ENV, options, pooled
+from rbr_fast.integrations.node_server import local_server
+from rbr_fast.integrations.pool import ENV, config, options, pooled
 
 log = logging.getLogger("rbr_fast.verl")
 _PROMPT_KEYS = ("raw_prompt", "prompt", "question")
@@ -52,14 +56,28 @@ _VERL_KWARGS = {"reward_router_address", "reward_model_tokenizer"}  # passed by 
 
 
 def _check_options(kwargs: dict) -> None:
-    known = (_SERVER_OPTIONS if kwargs.get("server_url") else _GRADER_OPTIONS | {"on_error"}) | _VERL_KWARGS
+    url = kwargs.get("server_url")
+    if url == "local":  # the grader options configure the node's server
+        known = _GRADER_OPTIONS | {"server_url", "retry_s"}
+    else:
+        known = _SERVER_OPTIONS if url else _GRADER_OPTIONS | {"on_error"}
+    known |= _VERL_KWARGS
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        where = " with server_url (the server's own options apply)" if kwargs.get("server_url") else ""
+        where = "" if not url else " with server_url=local" if url == "local" else \
+            " with server_url (the server's own options apply)"
         raise TypeError(f"unknown rbr_fast verl option(s) {unknown}{where}; known: {sorted(known - _VERL_KWARGS)}")
     on_error = kwargs.get("on_error", "raise")
     if on_error != "raise" and (isinstance(on_error, bool) or not isinstance(on_error, (int, float))):
         raise TypeError(f"on_error must be 'raise' or a number, got {on_error!r}")
+
+
+def _running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
 
 
 def _item(solution_str: Any, ground_truth: Any, extra_info: Optional[dict], spec=None) -> tuple:
@@ -90,15 +108,22 @@ def _failed(data_source: Any, e: Exception, on_error: Any = "raise", spec=None) 
             "rbr/failed": 1.0}
 
 
+async def _remote(kwargs: dict, item: tuple):
+    """``item`` scored on ``server_url`` (``"local"``: this node's server, started by the first caller;
+    found in a thread, as the start blocks)."""
+    url, token = kwargs["server_url"], kwargs.get("token")
+    if url == "local":
+        url, token, _ = await asyncio.to_thread(local_server, config(**options(kwargs)))
+    return await score_remote(url, [item], token, retry_s=kwargs.get("retry_s", RETRY_S))
+
+
 async def compute_score(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
                         extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
     """verl's per-sample reward call, awaited (see the module docstring)."""
     try:
         _check_options(kwargs)  # a wrong option raises, whatever on_error says
         if kwargs.get("server_url"):
-            item = _item(solution_str, ground_truth, extra_info)
-            scored = await score_remote(kwargs["server_url"], [item], kwargs.get("token"),
-                                        retry_s=kwargs.get("retry_s", RETRY_S))
+            scored = await _remote(kwargs, _item(solution_str, ground_truth, extra_info))
             return _result(scored.details[0])
         pool = pooled(**options(kwargs))
     except Exception as e:
@@ -112,11 +137,15 @@ async def compute_score(data_source: Any = None, solution_str: Any = None, groun
 
 def compute_score_sync(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
                        extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
-    """``compute_score`` for callers that need a plain function (blocks its thread; thread-safe)."""
+    """``compute_score`` for callers that need a plain function (blocks its thread; thread-safe; with
+    ``server_url``, one event loop per call, so not from inside a running loop)."""
     try:
         _check_options(kwargs)
         if kwargs.get("server_url"):
-            raise ValueError("server_url needs the coroutine compute_score (name=compute_score)")
+            if _running_loop():
+                raise ValueError("compute_score_sync was called inside a running event loop: use the coroutine "
+                                 "compute_score (name=compute_score)")
+            return _result(asyncio.run(_remote(kwargs, _item(solution_str, ground_truth, extra_info))).details[0])
         pool = pooled(**options(kwargs))
     except Exception as e:
         return _failed(data_source, e)

@@ -25,13 +25,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import node_graders
+from .pool import ENV
 
 IDLE_EXIT_S = 600.0
 START_TIMEOUT_S = 600.0  # a first run converts the embedded GGUF (~40 s) or downloads a hub model
-# reward options -> `rbr-fast serve` flags (the batching options are the server's own)
-FLAGS = {"model": "--model", "grader_url": "--grader-url", "weights": "--weights", "spec": "--spec", "device": "--device",
-         "dtype": "--dtype", "reasoning": "--reasoning", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
-         "policy_tokenizer": "--policy-tokenizer"}
 
 
 class Local(NamedTuple):
@@ -68,9 +65,9 @@ def local_server(options: dict, start_timeout_s: float = START_TIMEOUT_S, idle_e
     """URL and token of this node's server for the reward ``options`` (``pool.config``'s keys),
     started when none is running; raises ``RuntimeError`` in one line (with the server log's last
     lines) when it does not come up."""
-    unknown = sorted(set(options) - set(FLAGS))
+    unknown = sorted(set(options) - set(ENV))
     if unknown:
-        raise TypeError(f"unknown rbr_fast reward option(s) {unknown} for the local server; known: {sorted(FLAGS)}")
+        raise TypeError(f"unknown rbr_fast reward option(s) {unknown} for the local server; known: {sorted(ENV)}")
     given = {k: v for k, v in sorted(options.items()) if v is not None}
     key = hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:12]
     if key in _known and node_graders.alive(_known[key].pid):
@@ -95,8 +92,8 @@ def _start_or_find(key: str, given: dict, start_timeout_s: float, idle_exit_s: f
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "rbr_fast", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--idle-exit", str(idle_exit_s)]
-        for k, v in given.items():
-            cmd += [FLAGS[k], str(v)]
+        for k, v in given.items():  # each reward option is the `rbr-fast serve` flag of the same name
+            cmd += ["--" + k.replace("_", "-"), str(v)]
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True,  # outlives the worker that started it

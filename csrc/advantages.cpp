@@ -12,19 +12,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "buffers.h"
 #include "simd.h"
 
 namespace rbr_fast {
 namespace {
 
 enum Kl : int64_t { K1 = 0, K2 = 1, K3 = 2 };
-
-inline float kl_of(float lp, float ref, int64_t est) {
-  const float d = lp - ref;
-  if (est == K1) return d;
-  if (est == K2) return 0.5f * d * d;
-  return std::expm1(-d) + d;  // k3 = r - 1 - log r, r = exp(ref - lp)
-}
 
 // Per-row results a whole-batch reduction needs afterwards.
 struct RowStats {
@@ -33,47 +27,21 @@ struct RowStats {
   explicit RowStats(int64_t B) : sum(B, 0.0), sumsq(B, 0.0), kl(B, 0.0), count(B, 0) {}
 };
 
-constexpr int kLanes = 8;
-constexpr int kTile = 64;  // time steps staged per pass: 5 buffers x 64 x 32 B stay in L1
-
-// In-register 8x8 transpose: x[r][c] -> x[c][r] (three rounds of two-input shuffles).
-inline void transpose8(f32x8 (&x)[8]) {
-  f32x8 t[8], u[8];
-  for (int p = 0; p < 8; p += 2) {
-    t[p] = RBR_SHUF(x[p], x[p + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[p + 1] = RBR_SHUF(x[p], x[p + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int p = 0; p < 8; p += 4)
-    for (int q = 0; q < 2; ++q) {
-      u[p + 2 * q] = RBR_SHUF(t[p + q], t[p + q + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[p + 2 * q + 1] = RBR_SHUF(t[p + q], t[p + q + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-  for (int c = 0; c < 4; ++c) {
-    x[c] = RBR_SHUF(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    x[c + 4] = RBR_SHUF(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-
-
-inline f32x8 kl8(f32x8 lp, f32x8 ref, int64_t est) {
-  const f32x8 d = lp - ref;
+template <int W>
+inline fvec<W> kl_lanes(fvec<W> lp, fvec<W> ref, int64_t est) {
+  const fvec<W> d = lp - ref;
   if (est == K1) return d;
   if (est == K2) return 0.5f * d * d;
-  f32x8 k;
-  for (int i = 0; i < 8; ++i) k[i] = kl_of(lp[i], ref[i], K3);
-  return k;
-}
-
-// Prefetch the cache lines of n elements at p (for writing when `write`).
-template <typename E>
-inline void prefetch_span(const E* p, int64_t n, bool write) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t i = 0; i < n * static_cast<int64_t>(sizeof(E)); i += 64) {
-    if (write)
-      __builtin_prefetch(c + i, 1, 1);
-    else
-      __builtin_prefetch(c + i, 0, 1);
-  }
+  // k3 = expm1(y) - y, y = ref - lp: a series where the two cancel (|y| < 1/2; its first dropped
+  // term is 1e-6 of the sum there), else exp(y) as the square of h = exp(-|y| / 2) or of 1 / h
+  // (exp_nonpos takes x <= 0 only; halving keeps 1 / h finite wherever exp(y) is)
+  using f = fvec<W>;
+  const f y = -d, ay = y < 0.f ? d : y;
+  f s = y * (1.f / 5040) + 1.f / 720;
+  s = (((s * y + 1.f / 120) * y + 1.f / 24) * y + 1.f / 6) * y + 0.5f;
+  const f h = exp_nonpos<W>(-0.5f * ay), g = y < 0.f ? h : 1.f / h;
+  const f big = g * g - 1.f - y;
+  return ay < 0.5f ? s * y * y : big;
 }
 
 // Which inputs of one row are non-finite at valid positions (bit 0: rewards, bit 1: values).
@@ -88,144 +56,161 @@ int32_t row_flags(const rew_t* rew, const scalar_t* val, const bool* mask, int64
   return word;
 }
 
+// The last valid position of a row (-1 if none), 8 mask bytes at a time: rows often end in long padding.
+inline int64_t last_valid(const bool* mask, int64_t T) {
+  int64_t t = T;
+  for (uint64_t word; t >= 8 && (std::memcpy(&word, mask + t - 8, 8), word == 0);) t -= 8;
+  while (t > 0 && !mask[t - 1]) --t;
+  return t - 1;
+}
+
 // KL-shaped rewards of one row: -kl_coef * kl(lp, ref) at valid positions, plus the score at the
 // last valid one, 0 elsewhere. Returns the flags of lp (bit 0) and ref (bit 1); adds the row's
 // KL sum to *klsum. One sequential pass: the shape_rewards op, and the first half of the fused path.
-template <typename scalar_t, typename out_t>
+template <int W, typename scalar_t, typename out_t>
 int32_t shape_row(const scalar_t* lp, const scalar_t* rf, double score, const bool* mask, out_t* out, int64_t T,
                   float coef, int64_t est, double* klsum) {
-  int64_t last = T - 1;  // the row's last valid position gets its score
-  while (last >= 0 && !mask[last]) --last;
-  i32x8 bad = {};
-  f32x8 kl_acc = {};
-  for (int64_t t = 0; t < T; t += 8) {
-    const int w = static_cast<int>(std::min<int64_t>(8, T - t));
-    const i32x8 m = load_mask8(mask + t, w);
-    const f32x8 l = load8(lp + t, w), r = load8(rf + t, w);
-    const f32x8 kl = m ? kl8(l, r, est) : f32x8{};
-    f32x8 rew = -coef * kl;
-    if (last >= t && last < t + 8) rew[last - t] += static_cast<float>(score);
-    store8(out + t, rew, w);
+  using f = fvec<W>;
+  const int64_t last = last_valid(mask, T);  // gets the row's score
+  ivec<W> bad = {}, lane;
+  for (int i = 0; i < W; ++i) lane[i] = i;
+  const f sc = splat<W>(static_cast<float>(score));
+  f kl_acc = {};
+  for_chunks<W>(0, T, [&](int64_t t, auto w) {
+    const ivec<W> m = load_mask<W>(mask + t, w);
+    const f l = load<W>(lp + t, w), r = load<W>(rf + t, w);
+    const f kl = keep<W>(m, kl_lanes<W>(l, r, est));
+    // a lane compare, not rew[last - t] +=: indexing a vector by a variable sends it to memory
+    const f rew = -coef * kl + keep<W>(lane == static_cast<int>(last - t), sc);
+    store<W>(out + t, rew, w);
     kl_acc += kl;
-    bad |= m & ((nonfinite8(l) & 1) | (nonfinite8(r) & 2));
-  }
-  if (klsum) *klsum += hsum8(kl_acc);
+    bad |= m & ((nonfinite<W>(l) & 1) | (nonfinite<W>(r) & 2));
+  });
+  if (klsum) *klsum += hsum<W>(kl_acc);
   int32_t word = 0;
-  for (int i = 0; i < 8; ++i) word |= bad[i];
+  for (int i = 0; i < W; ++i) word |= bad[i];
   return word;
 }
 
-// Backward GAE over one group of up to kLanes rows (row k starts at offset k*T; lanes past `rows`
-// run on masked-out zeros). When Shaped, the per-token reward is -kl_coef*kl(lp, ref) plus the
-// row's score at its last valid position, computed on the fly (the fused PPO path); otherwise it
-// is read from `rew`. Masked positions carry the state through.
-//
-// One row alone is a latency-bound chain. Instead each time tile is read row by row in 8-step
-// vectors, transposed in registers to [t][lane] (8 independent rows in SIMD lanes), scanned
-// backward on whole vectors, and transposed back for contiguous row writes.
-template <typename rew_t, typename scalar_t, bool Stats>
-void gae_group(const rew_t* rew, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int rows,
-               int64_t T, float gamma, float gl, int32_t* flags, double* sum, double* sumsq, int64_t* count) {
-  alignas(32) f32x8 rb[kTile], vb[kTile], ab[kTile], qb[kTile], mb[kTile];  // mb: lanes of -1/0 bits
-  const f32x8 zero = {};
-  f32x8 next_v = zero, last = zero;
-  f32x8 poison = zero;  // NaN in the lanes whose advantage went non-finite at a valid position
-  double s1[kLanes] = {}, s2[kLanes] = {};
-  int64_t n[kLanes] = {};
-  for (int64_t t1 = T; t1 > 0; t1 -= kTile) {
-    const int64_t t0 = std::max<int64_t>(0, t1 - kTile);
-    const int len = static_cast<int>(t1 - t0), blocks = (len + 7) / 8;
-    // 5 x 8 row streams walking backwards exceed what the hardware prefetchers track, so
-    // once the rows outgrow L2 every tile would wait on memory: fetch the next tile by hand.
-    if (t0 > 0) {
-      const int64_t p0 = std::max<int64_t>(0, t0 - kTile);
-      for (int k = 0; k < rows; ++k) {
-        prefetch_span(val + k * T + p0, t0 - p0, false), prefetch_span(rew + k * T + p0, t0 - p0, false);
-        prefetch_span(mask + k * T + p0, t0 - p0, false);
-        prefetch_span(adv + k * T + p0, t0 - p0, true), prefetch_span(ret + k * T + p0, t0 - p0, true);
-      }
-    }
-    for (int jb = 0; jb < blocks; ++jb) {
-      const int w = std::min(8, len - 8 * jb);
-      f32x8 r[8], v[8], m[8];
-      for (int k = 0; k < kLanes; ++k) {
-        const int64_t o = k * T + t0 + 8 * jb;
-        const int wk = k < rows ? w : 0;  // lanes past `rows`: zeros, masked out
-        const i32x8 mk = load_mask8(mask + o, wk);
-        v[k] = load8(val + o, wk);
-        r[k] = load8(rew + o, wk);
-        m[k] = reinterpret_cast<const f32x8&>(mk);
-      }
-      transpose8(r), transpose8(v), transpose8(m);
-      for (int c = 0; c < 8; ++c) rb[8 * jb + c] = r[c], vb[8 * jb + c] = v[c], mb[8 * jb + c] = m[c];
-    }
-    f32x8 ts1 = zero, ts2 = zero;
-    i32x8 tn = {};
-    // padded steps past len are masked out in every lane, so they leave the state unchanged
-    for (int j = 8 * blocks - 1; j >= 0; --j) {
-      const i32x8 m = reinterpret_cast<const i32x8&>(mb[j]);
-      const f32x8 r = rb[j], v = vb[j];
-      const f32x8 a = r + gamma * next_v - v + gl * last;
-      last = m ? a : last;
-      next_v = m ? v : next_v;
-      ab[j] = m ? a : zero;
-      qb[j] = m ? a + v : zero;
-      poison += ab[j] * 0.f;  // 0 for finite values, NaN for NaN/inf
-      if constexpr (Stats) {
-        ts1 += ab[j];
-        ts2 += ab[j] * ab[j];
-        tn -= m;
-      }
-    }
-    for (int jb = 0; jb < blocks; ++jb) {
-      const int w = std::min(8, len - 8 * jb);
-      f32x8 a[8], q[8];
-      for (int c = 0; c < 8; ++c) a[c] = ab[8 * jb + c], q[c] = qb[8 * jb + c];
-      transpose8(a), transpose8(q);
-      for (int k = 0; k < rows; ++k) {
-        const int64_t o = k * T + t0 + 8 * jb;
-        store8(adv + o, a[k], w), store8(ret + o, q[k], w);
-      }
-    }
-    // per-tile float partials are exact enough (<= 64 terms); the batch total is in double
-    for (int k = 0; k < rows; ++k) s1[k] += ts1[k], s2[k] += ts2[k], n[k] += tn[k];
-  }
-  for (int k = 0; k < rows; ++k) {
-    flags[k] = poison[k] == poison[k] ? 0 : row_flags(rew + k * T, val + k * T, mask + k * T, T);
-    if constexpr (Stats) sum[k] = s1[k], sumsq[k] = s2[k], count[k] = n[k];
-  }
+// What a chunk of n (<= W) mask bytes holds: none valid, all W valid, or a mix (or a short tail).
+enum class Span { None, All, Mixed };
+
+template <int W>
+inline Span span_of(const bool* mask, int n) {
+  static_assert(W % 8 == 0, "whole 8-byte words");
+  uint64_t word[W / 8] = {};
+  std::memcpy(word, mask, n == W ? W : n);
+  uint64_t any = 0, ones = n == W;
+  for (uint64_t x : word) any |= x, ones &= x == 0x0101010101010101ull;  // a bool byte is 0 or 1
+  return any == 0 ? Span::None : ones ? Span::All : Span::Mixed;
 }
 
-// Runs gae_group over all rows, groups of kLanes rows split across threads. When Shaped (the fused
-// PPO path), `rew` and `ref` are the policy and reference log-probs: each group's KL-shaped rewards
-// are first written row by row into a float scratch of kLanes x T that stays in L2 (sequential
-// streams the prefetchers follow; the rewards never reach DRAM), then scanned from there.
+// Backward GAE along a row, W time steps per vector, with the semantics of reference.py: at a valid
+// t, a_t = r_t + gamma * v' - v_t + gamma * lam * a', where v' and a' are those of the next valid
+// position (0 past the end); masked positions get 0 and carry both through.
+//
+// Rows are read and written front to back in whole vectors (streams the hardware prefetchers
+// follow; an earlier 8-row transposed scan was bound by its shuffles and strided accesses). In a
+// chunk of W valid steps a_t = sum_{j >= t} c^(j - t) * delta_j + c^(W - t) * a' with c = gamma *
+// lam: a suffix scan of log2(W) shift-and-fma steps, then one fma with the carry, so the serial
+// dependence between chunks is one fma. All-masked chunks are zeros; mixed chunks (a row's end,
+// a hole's edges: a few per row) take the scalar loop.
+template <int W>
+struct GaeScan {
+  using f = fvec<W>;
+  float gamma, c;
+  f cpow;   // lane i: c^(W - i), the carry's weight
+  f cs[4];  // c^1, c^2, c^4, c^8: the scan's steps
+
+  GaeScan(float gamma_, float lam) : gamma(gamma_), c(gamma_ * lam) {
+    double p = 1.0;
+    for (int i = W - 1; i >= 0; --i) p *= c, cpow[i] = static_cast<float>(p);
+    double q = c;
+    for (int k = 0; k < 4; ++k, q *= q) cs[k] = splat<W>(static_cast<float>(q));
+  }
+
+  f suffix_scan(f x) const {
+    const f zero = {};
+    x += cs[0] * shift_in<1, W>(x, zero);
+    x += cs[1] * shift_in<2, W>(x, zero);
+    x += cs[2] * shift_in<4, W>(x, zero);
+    if constexpr (W == 16) x += cs[3] * shift_in<8, W>(x, zero);
+    return x;
+  }
+
+  // One row. When Stats, the sum, sum of squares and count of its advantages (for whitening).
+  template <typename rew_t, typename scalar_t, bool Stats>
+  void row(const rew_t* rew, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int64_t T,
+           int32_t* flags, double* sum, double* sumsq, int64_t* count) const {
+    f next_v = {}, last = {};  // the carries, in every lane: a scalar would go through memory each chunk
+    f poison = {};  // NaN in the lanes whose advantage went non-finite at a valid position
+    f p1 = {}, p2 = {};
+    double s1 = 0, s2 = 0;
+    int64_t n = 0;
+    int64_t k = 0;  // chunks since the stats were last flushed
+    for_chunks_backward<W>(T, [&](int64_t t0, auto w) {
+      const Span span = span_of<W>(mask + t0, w);
+      f a = {}, q = {};
+      if (span == Span::All) {
+        const f v = load<W>(val + t0, W), r = load<W>(rew + t0, W);
+        a = suffix_scan(r + gamma * shift_in<1, W>(v, next_v) - v) + cpow * last;
+        q = a + v;
+        last = lane0<W>(a), next_v = lane0<W>(v), n += W;
+      } else if (span == Span::Mixed) {
+        float as[W] = {}, qs[W] = {};  // arrays, not lanes: a vector indexed by a variable lives in memory
+        float l = last[0], nv = next_v[0];
+        for (int i = w - 1; i >= 0; --i) {
+          if (!mask[t0 + i]) continue;
+          const float v = static_cast<float>(val[t0 + i]);
+          l = static_cast<float>(rew[t0 + i]) + gamma * nv - v + c * l;
+          nv = v, as[i] = l, qs[i] = l + v, ++n;
+        }
+        std::memcpy(&a, as, sizeof a), std::memcpy(&q, qs, sizeof q);
+        last = splat<W>(l), next_v = splat<W>(nv);
+      }
+      store<W>(adv + t0, a, w), store<W>(ret + t0, q, w);
+      poison += a * 0.f;  // 0 for finite values, NaN for NaN/inf
+      if constexpr (Stats) {
+        p1 += a, p2 += a * a;
+        if (++k == 16) s1 += hsum<W>(p1), s2 += hsum<W>(p2), p1 = p2 = f{}, k = 0;  // <= 16 terms per float lane
+      }
+    });
+    if constexpr (Stats) s1 += hsum<W>(p1), s2 += hsum<W>(p2);
+    bool finite = true;
+    for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
+    *flags = finite ? 0 : row_flags(rew, val, mask, T);
+    if constexpr (Stats) *sum = s1, *sumsq = s2, *count = n;
+  }
+};
+
+// GAE over all rows, split across threads. When Shaped (the fused PPO path), `rew` and `ref` are
+// the policy and reference log-probs: each row's KL-shaped rewards are first written into a float
+// scratch row that stays in L1/L2, then scanned from there.
 template <typename scalar_t, bool Shaped>
 void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
               scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
               int32_t* flags, RowStats* st) {
-  const int64_t groups = (B + kLanes - 1) / kLanes;
-  const int64_t grain = std::max<int64_t>(1, 65536 / (kLanes * T));  // ~64k elements per task
-  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    std::vector<float> scratch(Shaped ? kLanes * T : 0);
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t b = g * kLanes, o = b * T;
-      const int rows = static_cast<int>(std::min<int64_t>(kLanes, B - b));
-      if constexpr (Shaped) {
-        int32_t shaped[kLanes];
-        for (int k = 0; k < rows; ++k)
-          shaped[k] = shape_row(rew + o + k * T, ref + o + k * T, score[b + k], mask + o + k * T,
-                                scratch.data() + k * T, T, kl_coef, est, &st->kl[b + k]);
-        // with the moments of the advantages (for whitening) and the valid count
-        gae_group<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, rows, T, gamma,
-                                         gamma * lam, flags + b, &st->sum[b], &st->sumsq[b], &st->count[b]);
-        // bits: lp, ref (from shaping), values (bit 1 of the scan's flags); a bad reward is one of these
-        for (int k = 0; k < rows; ++k) flags[b + k] = shaped[k] | ((flags[b + k] & 2) << 1);
-      } else {
-        gae_group<scalar_t, scalar_t, false>(rew + o, val + o, mask + o, adv + o, ret + o, rows, T, gamma,
-                                             gamma * lam, flags + b, nullptr, nullptr, nullptr);
+  const int64_t grain = std::max<int64_t>(1, 65536 / T);  // ~64k elements per task
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(Shaped ? T : 0);
+    by_width([&](auto lanes) {
+      constexpr int W = decltype(lanes)::value;
+      const GaeScan<W> scan(gamma, lam);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t o = b * T;
+        if constexpr (Shaped) {
+          const int32_t shaped =
+              shape_row<W>(rew + o, ref + o, score[b], mask + o, scratch.data(), T, kl_coef, est, &st->kl[b]);
+          scan.template row<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, T, flags + b,
+                                                   &st->sum[b], &st->sumsq[b], &st->count[b]);
+          // bits: lp, ref (from shaping), values (bit 1 of the scan's flags); a bad reward is one of these
+          flags[b] = shaped | ((flags[b] & 2) << 1);
+        } else {
+          scan.template row<scalar_t, scalar_t, false>(rew + o, val + o, mask + o, adv + o, ret + o, T, flags + b,
+                                                       nullptr, nullptr, nullptr);
+        }
       }
-    }
+    });
   });
 }
 
@@ -247,11 +232,10 @@ void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t nume
   const float fm = static_cast<float>(mean), fs = static_cast<float>(scale), back = shift_mean ? 0.f : fm;
   const int64_t blocks = (numel + 7) / 8;
   at::parallel_for(0, blocks, 1 << 13, [&](int64_t b0, int64_t b1) {
-    for (int64_t i = b0 * 8; i < std::min(numel, b1 * 8); i += 8) {
-      const int w = static_cast<int>(std::min<int64_t>(8, numel - i));
-      const i32x8 m = load_mask8(mask + i, w);
-      store8(y + i, m ? (load8(x + i, w) - fm) * fs + back : f32x8{}, w);
-    }
+    for_chunks<8>(b0 * 8, std::min(numel, b1 * 8), [&](int64_t i, auto w) {
+      const i32x8 m = load_mask<8>(mask + i, w);
+      store<8>(y + i, m ? (load<8>(x + i, w) - fm) * fs + back : f32x8{}, w);
+    });
   });
 }
 
@@ -266,7 +250,8 @@ std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values,
   const auto out_dtype = at::promote_types(rewards.scalar_type(), values.scalar_type());
   // one dtype per kernel instance: a mixed pair is cast once (rare; both are usually the same)
   const auto r = rewards.to(out_dtype), v = values.to(out_dtype);
-  auto adv = adv_out ? *adv_out : at::empty_like(v), ret = ret_out ? *ret_out : at::empty_like(v);
+  auto adv = adv_out ? *adv_out : reusable_like(Slot::GaeAdvantages, v);
+  auto ret = ret_out ? *ret_out : reusable_like(Slot::GaeReturns, v);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
     gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
@@ -278,7 +263,7 @@ std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values,
 
 std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mask, bool shift_mean, double eps) {
   const int64_t B = mask.size(0), T = mask.size(1);
-  auto out = at::empty_like(x);
+  auto out = reusable_like(Slot::Whitened, x);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RowStats st(B);
   int64_t n = 0;
@@ -293,16 +278,16 @@ std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mas
         double s1 = 0, s2 = 0;
         int64_t n = 0;
         i32x8 bad = {};
+        constexpr int64_t kTile = 64;
         for (int64_t t0 = 0; t0 < T; t0 += kTile) {  // float partials per tile, double across tiles
           f32x8 p1 = {}, p2 = {};
           i32x8 pn = {};
-          for (int64_t t = t0; t < std::min(T, t0 + kTile); t += 8) {
-            const int w = static_cast<int>(std::min<int64_t>(8, T - t));
-            const i32x8 m = load_mask8(mr + t, w);
-            const f32x8 x = load8(xr + t, w), xm = m ? x : f32x8{};
+          for_chunks<8>(t0, std::min(T, t0 + kTile), [&](int64_t t, auto w) {
+            const i32x8 m = load_mask<8>(mr + t, w);
+            const f32x8 x = load<8>(xr + t, w), xm = m ? x : f32x8{};
             p1 += xm, p2 += xm * xm, pn -= m;
-            bad |= m & nonfinite8(x);
-          }
+            bad |= m & nonfinite<8>(x);
+          });
           for (int i = 0; i < 8; ++i) s1 += p1[i], s2 += p2[i], n += pn[i];
         }
         int32_t word = 0;
@@ -323,7 +308,7 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
   const auto out_dtype = at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype);
   const auto sc = scores.to(at::kDouble);
-  auto out = at::empty_like(lp);
+  auto out = reusable_like(Slot::ShapedRewards, lp);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RBR_DISPATCH(out_dtype, "rbr_fast_shape_rewards", [&] {
     const scalar_t *lpp = lp.data_ptr<scalar_t>(), *rfp = rf.data_ptr<scalar_t>();
@@ -333,8 +318,11 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
     int32_t* fp = flags.data_ptr<int32_t>();
     const float coef = static_cast<float>(kl_coef);
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        fp[b] = shape_row(lpp + b * T, rfp + b * T, sp[b], mp + b * T, op + b * T, T, coef, kl_estimator, nullptr);
+      by_width([&](auto lanes) {
+        for (int64_t b = b0; b < b1; ++b)
+          fp[b] = shape_row<decltype(lanes)::value>(lpp + b * T, rfp + b * T, sp[b], mp + b * T, op + b * T, T, coef,
+                                                   kl_estimator, nullptr);
+      });
     });
   });
   return {out, flags};
@@ -350,7 +338,8 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
       at::promote_types(at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type()), values.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype), v = values.to(out_dtype);
   const auto sc = scores.to(at::kDouble);
-  auto adv = adv_out ? *adv_out : at::empty_like(v), ret = ret_out ? *ret_out : at::empty_like(v);
+  auto adv = adv_out ? *adv_out : reusable_like(Slot::PpoAdvantages, v);
+  auto ret = ret_out ? *ret_out : reusable_like(Slot::PpoReturns, v);
   auto flags = at::empty({B}, mask.options().dtype(at::kInt));
   RowStats st(B);
   int64_t n = 0;

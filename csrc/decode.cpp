@@ -17,16 +17,16 @@ static inline void rows_dot(const float* x, const float* w, int64_t K, float* ou
   f32x8 acc[MB] = {};
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
-    const f32x8 wv = load8(w + k, 8);
+    const f32x8 wv = load<8>(w + k, 8);
 #pragma GCC unroll 8
-    for (int m = 0; m < MB; ++m) acc[m] += wv * load8(x + m * K + k, 8);
+    for (int m = 0; m < MB; ++m) acc[m] += wv * load<8>(x + m * K + k, 8);
   }
   if (k < K) {
     const int r = static_cast<int>(K - k);
-    const f32x8 wv = load8(w + k, r);
-    for (int m = 0; m < MB; ++m) acc[m] += wv * load8(x + m * K + k, r);
+    const f32x8 wv = load<8>(w + k, r);
+    for (int m = 0; m < MB; ++m) acc[m] += wv * load<8>(x + m * K + k, r);
   }
-  for (int m = 0; m < MB; ++m) out[m * ldo] = hsum8(acc[m]) + b;
+  for (int m = 0; m < MB; ++m) out[m * ldo] = hsum<8>(acc[m]) + b;
 }
 
 using RowsDot = void (*)(const float*, const float*, int64_t, float*, int64_t, float);

@@ -15,66 +15,72 @@ namespace rbr_fast {
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-const i32x8 kLane = {0, 1, 2, 3, 4, 5, 6, 7};
 
-// The n (< 8) tail elements at p as lanes, the rest -inf (no mass, never the max).
-template <typename scalar_t>
-inline f32x8 load_tail(const scalar_t* p, int n) {
-  return kLane < n ? load8(p, n) : f32x8{} - kInf;
+// The n (< W) tail elements at p as lanes, the rest -inf (no mass, never the max).
+// Once per row, so lane by lane (a vector compare-select here crashes GCC 12 under x86-64-v3).
+template <int W, typename scalar_t>
+inline fvec<W> load_tail(const scalar_t* p, int n) {
+  fvec<W> v = fvec<W>{} - kInf;
+  for (int i = 0; i < n; ++i) v[i] = static_cast<float>(p[i]);
+  return v;
 }
 
 // One pass over a row with z = inv * x: per-lane running max m, sum s of exp(z - m) and, when
 // Entropy, sum d of exp(z - m) * z (0 for -inf entries). Blocks of kBlock vectors are max-reduced
 // from registers first, so the running sums are rescaled once per block, not per element.
 // NaN and +inf are not checked here: they turn the sum into NaN, which row_result reports.
-constexpr int kBlock = 8;  // tree_sum8 assumes 8
+constexpr int kBlock = 8;  // tree_sum assumes 8
 
 // A tree, not a chain of dependent adds.
-inline f32x8 tree_sum8(const f32x8* v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+template <int W>
+inline fvec<W> tree_sum(const fvec<W>* v) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
 
-template <typename scalar_t, bool Entropy>
+template <int W, typename scalar_t, bool Entropy>
 struct RowScan {
-  f32x8 m = f32x8{} - kInf, s = {}, d = {};
+  using f = fvec<W>;
+  f m = f{} - kInf, s = {}, d = {};
 
-  void block(const f32x8* z) {
-    f32x8 bm = z[0];
+  void block(const f* z) {
+    f bm = z[0];
     for (int i = 1; i < kBlock; ++i) bm = z[i] > bm ? z[i] : bm;
-    const f32x8 mn = bm > m ? bm : m;
-    const f32x8 shift = mn == -kInf ? f32x8{} : mn;  // lanes with only -inf so far: nothing to scale
-    const f32x8 scale = exp8_nonpos(m - shift);
+    const f mn = bm > m ? bm : m;
+    const f shift = mn == -kInf ? f{} : mn;  // lanes with only -inf so far: nothing to scale
+    const f scale = exp_nonpos<W>(m - shift);
     s *= scale;
     if constexpr (Entropy) d *= scale;
-    f32x8 e[kBlock], ez[kBlock];
+    f e[kBlock], ez[kBlock];
     for (int i = 0; i < kBlock; ++i) {
-      e[i] = exp8_nonpos(z[i] - shift);
-      if constexpr (Entropy) ez[i] = e[i] > 0.f ? e[i] * z[i] : f32x8{};
+      e[i] = exp_nonpos<W>(z[i] - shift);
+      if constexpr (Entropy) ez[i] = e[i] > 0.f ? e[i] * z[i] : f{};
     }
-    s += tree_sum8(e);
-    if constexpr (Entropy) d += tree_sum8(ez);
+    s += tree_sum<W>(e);
+    if constexpr (Entropy) d += tree_sum<W>(ez);
     m = mn;
   }
 
   void run(const scalar_t* x, int64_t V, float inv) {
-    f32x8 z[kBlock];
+    f z[kBlock];
     int64_t j = 0;
-    for (; j + 8 * kBlock <= V; j += 8 * kBlock) {
-      for (int i = 0; i < kBlock; ++i) z[i] = load8(x + j + 8 * i, 8) * inv;
+    for (; j + W * kBlock <= V; j += W * kBlock) {
+      for (int i = 0; i < kBlock; ++i) z[i] = load<W>(x + j + W * i, W) * inv;
       block(z);
     }
     if (j < V) {  // the tail, padded with -inf (no mass) to a whole block
-      for (int i = 0; i < kBlock; ++i, j += 8)
-        z[i] = j < V ? load_tail(x + j, static_cast<int>(std::min<int64_t>(8, V - j))) * inv : f32x8{} - kInf;
+      for (int i = 0; i < kBlock; ++i, j += W)
+        z[i] = j < V ? load_tail<W>(x + j, static_cast<int>(std::min<int64_t>(W, V - j))) * inv : f{} - kInf;
       block(z);
     }
   }
 
   // (max, sum exp(z - max), sum exp(z - max) * z); bad when the row held NaN/+inf or only -inf.
   void result(float* mx, float* sum, float* dot, bool* bad) const {
-    const float M = hmax8(m);
-    const f32x8 w = exp8_nonpos(m - (M == -kInf ? 0.f : M));
+    const float M = hmax<W>(m);
+    const f w = exp_nonpos<W>(m - (M == -kInf ? 0.f : M));
     *mx = M;
-    *sum = hsum8(s * w);
-    if constexpr (Entropy) *dot = hsum8(d * w);
+    *sum = hsum<W>(s * w);
+    if constexpr (Entropy) *dot = hsum<W>(d * w);
     *bad = !std::isfinite(*sum) || !std::isfinite(M);
   }
 };
@@ -107,17 +113,19 @@ std::vector<at::Tensor> yes_no_lse(const at::Tensor& logits, const at::Tensor& y
     float *o = lse.data_ptr<float>(), *oy = lse_yes.data_ptr<float>(), *on = lse_no.data_ptr<float>();
     int32_t* fl = flags.data_ptr<int32_t>();
     at::parallel_for(0, N, row_grain(V), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* x = base + r * V;
-        RowScan<scalar_t, false> scan;
-        scan.run(x, V, 1.f);
-        float m, s;
-        bool bad;
-        scan.result(&m, &s, nullptr, &bad);
-        fl[r] = bad;
-        o[r] = m + std::log(s);
-        oy[r] = ids_lse(x, yes, ky), on[r] = ids_lse(x, no, kn);
-      }
+      by_width([&](auto lanes) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* x = base + r * V;
+          RowScan<decltype(lanes)::value, scalar_t, false> scan;
+          scan.run(x, V, 1.f);
+          float m, s;
+          bool bad;
+          scan.result(&m, &s, nullptr, &bad);
+          fl[r] = bad;
+          o[r] = m + std::log(s);
+          oy[r] = ids_lse(x, yes, ky), on[r] = ids_lse(x, no, kn);
+        }
+      });
     });
   });
   return {lse, lse_yes, lse_no, flags};
@@ -135,21 +143,23 @@ std::vector<at::Tensor> label_logprobs(const at::Tensor& logits, const at::Tenso
     float *lp = logp.data_ptr<float>(), *ls = lse.data_ptr<float>(), *en = entropy.data_ptr<float>();
     int32_t* fl = flags.data_ptr<int32_t>();
     at::parallel_for(0, N, row_grain(V), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* x = base + r * V;
-        RowScan<scalar_t, true> scan;
-        scan.run(x, V, inv);
-        float m, s, d;
-        bool bad;
-        scan.result(&m, &s, &d, &bad);
-        const float l = m + std::log(s);
-        fl[r] = bad;
-        ls[r] = l;
-        en[r] = l - d / s;
-        // a label outside [0, V) is never read: the op raises on it after this kernel
-        const bool keep = lab[r] != ignore_index && lab[r] >= 0 && lab[r] < V;
-        lp[r] = keep ? static_cast<float>(x[lab[r]]) * inv - l : 0.f;
-      }
+      by_width([&](auto lanes) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* x = base + r * V;
+          RowScan<decltype(lanes)::value, scalar_t, true> scan;
+          scan.run(x, V, inv);
+          float m, s, d;
+          bool bad;
+          scan.result(&m, &s, &d, &bad);
+          const float l = m + std::log(s);
+          fl[r] = bad;
+          ls[r] = l;
+          en[r] = l - d / s;
+          // a label outside [0, V) is never read: the op raises on it after this kernel
+          const bool keep = lab[r] != ignore_index && lab[r] >= 0 && lab[r] < V;
+          lp[r] = keep ? static_cast<float>(x[lab[r]]) * inv - l : 0.f;
+        }
+      });
     });
   });
   return {logp, lse, entropy, flags};
@@ -168,19 +178,22 @@ at::Tensor label_logprobs_backward(const at::Tensor& grad, const at::Tensor& log
     const scalar_t* base = logits.data_ptr<scalar_t>();
     scalar_t* obase = out.data_ptr<scalar_t>();
     at::parallel_for(0, N, row_grain(V), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* x = base + r * V;
-        scalar_t* y = obase + r * V;
-        const float gi = lab[r] == ignore_index ? 0.f : g[r] * inv, l = ls[r];
-        // d logp / d x_j = inv * (onehot_j - softmax_j)
-        int64_t j = 0;
-        for (; j + 8 <= V; j += 8) store8(y + j, -gi * exp8_nonpos(load8(x + j, 8) * inv - l), 8);
-        if (j < V) {
-          const int w = static_cast<int>(V - j);
-          store8(y + j, -gi * exp8_nonpos(load_tail(x + j, w) * inv - l), w);
+      by_width([&](auto lanes) {
+        constexpr int W = decltype(lanes)::value;
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* x = base + r * V;
+          scalar_t* y = obase + r * V;
+          const float gi = lab[r] == ignore_index ? 0.f : g[r] * inv, l = ls[r];
+          // d logp / d x_j = inv * (onehot_j - softmax_j)
+          int64_t j = 0;
+          for (; j + W <= V; j += W) store<W>(y + j, -gi * exp_nonpos<W>(load<W>(x + j, W) * inv - l), W);
+          if (j < V) {
+            const int w = static_cast<int>(V - j);
+            store<W>(y + j, -gi * exp_nonpos<W>(load_tail<W>(x + j, w) * inv - l), w);
+          }
+          if (lab[r] != ignore_index) y[lab[r]] = static_cast<scalar_t>(static_cast<float>(y[lab[r]]) + gi);
         }
-        if (lab[r] != ignore_index) y[lab[r]] = static_cast<scalar_t>(static_cast<float>(y[lab[r]]) + gi);
-      }
+      });
     });
   });
   return out;

@@ -28,6 +28,10 @@ def _backend_params():
     params = [pytest.param("ref", id="ref")]
     params.append(pytest.param("cpp", id="cpp", marks=pytest.mark.skipif(
         not extension.available(), reason=f"C++ extension not available: {extension.unavailable_reason()}")))
+    # the C++ kernels with two vector widths run at 16 lanes on an AVX-512 CPU: cover the 8 too
+    params.append(pytest.param("cpp8", id="cpp8", marks=pytest.mark.skipif(
+        not extension.available() or extension.module().simd_lanes() == 8,
+        reason="the C++ kernels run at 8 lanes on this CPU: the cpp case covers them")))
     params.append(pytest.param("triton", id="triton", marks=[pytest.mark.triton, pytest.mark.skipif(
         not HAS_TRITON, reason="triton is not installed")]))
     return params
@@ -35,12 +39,21 @@ def _backend_params():
 
 @pytest.fixture(params=_backend_params())
 def backend(request, monkeypatch):
-    """Force one backend for the test through RBR_FAST_BACKEND; yields its name."""
+    """Force one backend for the test through RBR_FAST_BACKEND; yields its name ("cpp8": the C++
+    backend with its kernels held to 8 lanes)."""
     name = request.param
-    if name == "cpp" and DEVICE != "cpu":
+    if name.startswith("cpp") and DEVICE != "cpu":
         pytest.skip("tests run on CUDA tensors here; the C++ backend takes CPU tensors only")
-    monkeypatch.setenv("RBR_FAST_BACKEND", name)
-    return name
+    monkeypatch.setenv("RBR_FAST_BACKEND", "cpp" if name == "cpp8" else name)
+    if name != "cpp8":
+        yield name
+        return
+    lanes = extension.module().simd_lanes()
+    extension.module().simd_lanes(8)
+    try:
+        yield name
+    finally:
+        extension.module().simd_lanes(lanes)
 
 
 @pytest.fixture

@@ -14,9 +14,15 @@ TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}  # |out -
 
 def make_mask(B, T, gen, kind="random"):
     """Random masks that exercise every layout: holes, all-false rows, left and right padding."""
+    pos = torch.arange(T)[None]
     if kind == "right":
         lengths = torch.randint(0, T + 1, (B, 1), generator=gen)
-        return torch.arange(T)[None] < lengths
+        return pos < lengths
+    if kind == "runs":
+        # long valid runs as PPO batches have them (left and right padding, one masked span each):
+        # whole vectors of valid steps, of masked ones, and vectors that mix both at the edges
+        a, b, c, d = torch.randint(0, T + 1, (4, B, 1), generator=gen).sort(dim=0).values
+        return (pos >= a) & (pos < d) & ~((pos >= b) & (pos < c))
     m = torch.rand(B, T, generator=gen) > 0.3
     if B > 1:
         m[1] = False  # an all-false row
@@ -77,6 +83,27 @@ def test_gae_extremes(backend, poisoned, gamma, lam):
     assert rel_err(ret, ref_ret, m, scale=v0 * np.asarray(m)) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (1.0, 1.0), (0.0, 0.9)])
+def test_gae_runs(backend, poisoned, dtype, gamma, lam):
+    """Rows of long valid runs: the vectorised steps of the C++ kernel (whole valid, whole masked and
+    mixed vectors) against the oracle, with garbage at masked positions."""
+    gen = torch.Generator().manual_seed(12)
+    B, T = 9, 301
+    r, v = rand(B, T, gen, dtype), rand(B, T, gen, dtype)
+    m = make_mask(B, T, gen, kind="runs")
+    m[0], m[1] = True, False
+    r[~m.to(DEVICE)], v[~m.to(DEVICE)] = float("nan"), float("inf")
+    adv, ret = ops.gae(r, v, m.to(DEVICE), gamma=gamma, lam=lam)
+    ref_adv, ref_ret = oracle.gae(np.nan_to_num(f64(r)), np.nan_to_num(f64(v), posinf=0), m, gamma, lam)
+    assert rel_err(adv, ref_adv, m) < TOL[dtype] and rel_err(ret, ref_ret, m) < TOL[dtype]
+    s, lp = torch.randn(B, generator=gen), rand(B, T, gen, dtype) - 2
+    out = ops.ppo_advantages(s.to(DEVICE), lp, r, v, m.to(DEVICE), kl_coef=0.05, gamma=gamma, lam=lam, whiten=True)
+    adv, ret, kl = oracle.ppo_advantages(f64(s), f64(lp), np.nan_to_num(f64(r)), np.nan_to_num(f64(v), posinf=0), m,
+                                         0.05, "k1", gamma, lam, True, 1e-8)
+    assert rel_err(out.advantages, adv, m) < TOL[dtype] and rel_err(out.returns, ret, m) < TOL[dtype]
+
+
 def test_gae_right_padding_and_noncontiguous(backend, poisoned):
     gen = torch.Generator().manual_seed(3)
     B, T = 12, 90
@@ -122,6 +149,24 @@ def test_shape_rewards(backend, poisoned, shape, est):
     out = ops.shape_rewards(s, lp, ref, m, kl_coef=0.1, kl_estimator=est)
     expect = oracle.shape_rewards(f64(s), f64(lp), f64(ref), m.cpu(), 0.1, est)
     assert rel_err(out, expect, m) < 1e-5
+
+
+def test_k3_each_element_across_its_range(backend):
+    """k3 = expm1(y) - y (y = ref - lp) per element, relative to itself: tiny |y| where the two terms
+    cancel, both sides of the series/exp switch at |y| = 1/2, large |y|, and overflow to inf."""
+    y = torch.cat([torch.linspace(-100, 100, 4001), torch.linspace(-0.6, 0.6, 2001),
+                   torch.tensor([1e-8, -1e-8, 0.0, 3e-4, 88.0, 89.0, 150.0, -200.0])])
+    ref = torch.full_like(y, -3.0)
+    lp = ref - y
+    m = torch.ones(1, y.numel(), dtype=torch.bool)
+    got = -ops.shape_rewards(torch.zeros(1).to(DEVICE), lp[None].to(DEVICE), ref[None].to(DEVICE), m.to(DEVICE),
+                             kl_coef=1.0, kl_estimator="k3")[0].double().cpu()
+    yd = ref.double() - lp.double()
+    want = torch.expm1(yd) - yd
+    finite = want.float().isfinite()
+    assert torch.equal(got.isinf(), ~finite)
+    rel = (got - want).abs()[finite] / want.abs()[finite].clamp_min(1e-30)
+    assert rel.max() < 2e-5, f"worst at y = {float(yd[finite][rel.argmax()])}"
 
 
 @pytest.mark.parametrize("shape", SHAPES[2:])
@@ -189,7 +234,8 @@ def test_long_rows_cross_tiles(backend, whiten):
     B, T = 3, 2500
     lp, ref, v = rand(B, T, gen) - 2, rand(B, T, gen) - 2, rand(B, T, gen)
     s = torch.randn(B, generator=gen).to(DEVICE)
-    m = make_mask(B, T, gen)
+    m = make_mask(B, T, gen, kind="runs")
+    m[1] = make_mask(1, T, gen)
     m[0, 1000:1100] = False  # a hole across the first tile edge
     m[0, 2048:] = False  # a whole trailing tile masked
     m = m.to(DEVICE)
@@ -218,6 +264,41 @@ def test_out_buffers_are_written_and_returned(backend):
     p = ops.ppo_advantages(s, lp, ref, v, m, out=buf)
     assert p.advantages is buf[0]
     torch.testing.assert_close(p.advantages, ops.ppo_advantages(s, lp, ref, v, m).advantages, rtol=0, atol=0)
+
+
+def test_outputs_reuse_memory_only_once_dropped(monkeypatch):
+    """Without out=, the C++ backend hands a call's output memory out again, but only once nothing
+    of the caller's (tensor, view, numpy array) still points at it; held results never change."""
+    from rbr_fast.ops import extension
+    if DEVICE != "cpu" or not extension.available():
+        pytest.skip("the output cache is the C++ backend's")
+    monkeypatch.setenv("RBR_FAST_BACKEND", "cpp")
+    gen = torch.Generator().manual_seed(13)
+    B, T = 6, 300
+    r, v, lp, ref = (rand(B, T, gen) for _ in range(4))
+    s = torch.randn(B, generator=gen)
+    m = make_mask(B, T, gen, kind="runs")
+    ops.release_buffers()
+    a, rt = ops.gae(r, v, m)
+    ptrs, want = (a.data_ptr(), rt.data_ptr()), (a.clone(), rt.clone())
+    del a, rt
+    a, rt = ops.gae(r, v, m)
+    assert (a.data_ptr(), rt.data_ptr()) == ptrs  # dropped: reused
+    held = ops.gae(r, v * 2, m)  # a and rt still held: fresh memory, a and rt untouched
+    assert held.advantages.data_ptr() not in ptrs and torch.equal(a, want[0]) and torch.equal(rt, want[1])
+    view, arr = a[:, :3], rt.numpy()
+    del a, rt, held
+    again = ops.gae(r, v * 3, m)
+    assert again.advantages.data_ptr() != view.data_ptr() and again.returns.data_ptr() != ptrs[1]
+    assert torch.equal(view, want[0][:, :3]) and np.array_equal(arr, want[1].numpy())
+    p = ops.ppo_advantages(s, lp, ref, v, m)
+    del p
+    with torch.inference_mode():  # the same memory, as an inference tensor only inside the mode
+        assert ops.ppo_advantages(s, lp, ref, v, m).advantages.is_inference()
+    assert not ops.ppo_advantages(s, lp, ref, v, m).advantages.is_inference()
+    ops.release_buffers()
+    assert ops.gae(r, v, m).advantages.data_ptr() != again.advantages.data_ptr()
+    torch.testing.assert_close(ops.gae(r, v, m).advantages, want[0], rtol=0, atol=0)
 
 
 def test_out_buffers_are_checked():

@@ -28,7 +28,7 @@ same functions, taking validated, contiguous, same-device tensors:
 advantage ops: bit i set where the i-th per-token float input, in argument order, is NaN/inf at a
 valid position of that row). ``count`` is the number of valid positions (int64 0-d).
 """
-from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, shape_rewards
+from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, release_buffers, shape_rewards
 from .dispatch import backend_name
 from .decode import decode_linears, skinny_linear
 from .reward import Conjunctions, RewardOutput, rbr_reward, rbr_reward_from_props
@@ -37,4 +37,4 @@ from .logprobs import YesNo, fused_linear_token_logprobs, fused_linear_yes_no, t
 __all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages",
            "yes_no_logprobs", "fused_linear_yes_no", "token_logprobs", "fused_linear_token_logprobs", "YesNo",
            "rbr_reward", "rbr_reward_from_props", "Conjunctions", "RewardOutput", "skinny_linear", "decode_linears",
-           "backend_name"]
+           "backend_name", "release_buffers"]

@@ -4,7 +4,9 @@ Shared by ``setup.py`` and the compile-on-first-use fallback; imports nothing ou
 library, so ``setup.py`` can load it before torch.
 
 The kernels use 8-wide GCC vector types; without an ISA that has 256-bit registers the compiler
-splits every operation and they run ~10x slower, so the target matters. ``RBR_FAST_MARCH``:
+splits every operation and they run ~10x slower, so the target matters. On x86_64 the scan kernels
+also have a 16-wide AVX-512 copy, compiled by a target attribute whatever the target and run only
+where the CPU has AVX-512 (``csrc/simd.h``, ``by_width``). ``RBR_FAST_MARCH``:
 
 - unset: a portable target, the one wheels are built for: ``x86-64-v3`` (AVX2 + FMA) on x86_64;
   elsewhere the compiler's default (on aarch64 NEON is baseline, each 8-wide op is two 128-bit ones)

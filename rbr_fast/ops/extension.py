@@ -81,6 +81,11 @@ def available() -> bool:
     return _load()[0] is not None
 
 
+def loaded() -> bool:
+    """Whether the extension is already loaded (never loads or compiles it)."""
+    return _load.cache_info().currsize > 0 and _load()[0] is not None
+
+
 def unavailable_reason() -> str:
     return _load()[1] or ""
 

@@ -10,7 +10,9 @@ Each call syncs with the device at most once (its NaN/inf and count checks are r
 see ``validate.Checks``). ``gae`` and ``ppo_advantages`` take ``out=(advantages, returns)``: a
 training loop that passes the same buffers every step avoids allocating fresh ``[B, T]`` outputs,
 which on CPU (glibc returns large freed blocks to the kernel) costs more page faults than the op
-itself; ``rbr_fast.tune_malloc()`` is the process-wide alternative.
+itself. Without ``out=`` the C++ backend keeps its last output of each kind (up to 32 MiB each) and
+hands it out again once nothing of the caller's references it (no tensor, view or numpy array), so
+a loop that drops its results pays no page faults either; ``release_buffers()`` frees those.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from .. import validate
 from ..dispatch import backend_for
 from .reference import KL_ESTIMATORS
 
-__all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages"]
+__all__ = ["gae", "masked_whiten", "shape_rewards", "ppo_advantages", "GAEOutput", "PPOAdvantages", "release_buffers"]
 
 
 class GAEOutput(NamedTuple):
@@ -178,3 +180,12 @@ def ppo_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
         _count(checks, count)
     checks.done()
     return PPOAdvantages(adv, ret, kl)
+
+
+def release_buffers() -> None:
+    """Free the output buffers the C++ backend keeps between calls (see the module docstring).
+
+    Memory still referenced by the caller stays valid; nothing is compiled or loaded by this call."""
+    from .. import extension
+    if extension.loaded():
+        extension.module().release_buffers()

@@ -32,9 +32,10 @@ def _kl(lp, ref, ESTIMATOR: tl.constexpr):
         kl = d
     elif ESTIMATOR == 1:
         kl = 0.5 * d * d
-    else:  # k3 = exp(-d) - 1 + d; expm1 is not in tl, so switch to a series near 0 to keep precision
-        small = tl.abs(d) < 1e-3
-        kl = tl.where(small, d * d * (0.5 - d / 6.0), tl.exp(-d) - 1.0 + d)
+    else:  # k3 = expm1(y) - y with y = -d: the two cancel for small |y|, so a series below 1/2
+        y = -d
+        s = (((((y * (1.0 / 5040) + 1.0 / 720) * y + 1.0 / 120) * y + 1.0 / 24) * y + 1.0 / 6) * y + 0.5) * y * y
+        kl = tl.where(tl.abs(y) < 0.5, s, tl.exp(y) - 1.0 - y)
     return kl
 
 

@@ -1,0 +1,40 @@
+// The output cache of buffers.h: a storage per slot. Each call wraps it in a new tensor, and the
+// storage is handed out again only when the cache holds its sole reference (no tensor, view,
+// autograd record or numpy array of the caller's still points at the memory). Handing out the
+// cached tensor itself would not do: Python keeps a dropped tensor's object alive while C++ code
+// still references the tensor, so the count never falls back.
+#include "buffers.h"
+
+#include <array>
+#include <mutex>
+
+namespace rbr_fast {
+namespace {
+
+std::mutex cache_lock;
+std::array<c10::Storage, static_cast<size_t>(Slot::kCount)> cache;
+
+}  // namespace
+
+at::Tensor reusable_like(Slot slot, const at::Tensor& like) {
+  const auto opts = like.options().memory_format(at::MemoryFormat::Contiguous);
+  const int64_t nbytes = like.numel() * static_cast<int64_t>(like.element_size());
+  if (!like.device().is_cpu() || nbytes > kReuseMaxBytes) return at::empty(like.sizes(), opts);
+  std::lock_guard<std::mutex> hold(cache_lock);
+  c10::Storage& cached = cache[static_cast<size_t>(slot)];
+  if (!cached || cached.use_count() != 1 || static_cast<int64_t>(cached.nbytes()) != nbytes)
+    cached = at::empty(like.sizes(), opts).storage();
+  // a new tensor over the storage: inference or not as the caller's mode is now
+  return at::empty({0}, opts).set_(cached, 0, like.sizes());
+}
+
+void release_buffers() {
+  std::lock_guard<std::mutex> hold(cache_lock);
+  for (auto& s : cache) s = c10::Storage();
+}
+void bind_buffers(pybind11::module_& m) {
+  m.def("release_buffers", &release_buffers);
+  m.def("reuse_max_bytes", [] { return kReuseMaxBytes; });
+}
+
+}  // namespace rbr_fast

@@ -86,3 +86,19 @@ def test_one_sync_per_call(triton_backend):
             torch.cuda.set_sync_debug_mode("default")
         syncs = [w for w in seen if "synchroniz" in str(w.message)]
         assert len(syncs) <= 1, [str(w.message) for w in syncs]
+
+
+def test_grader_flex_attention_matches_sdpa():
+    """On CUDA the grader's tree mask goes to FlexAttention as a BlockMask (the default there);
+    the answers equal the dense mask's through SDPA."""
+    from rbr_fast.bench import tiny_lm
+    from rbr_fast.grading import Grader
+    model = tiny_lm.model(layers=4, hidden=256, heads=8, kv_heads=4).cuda()
+    g = Grader(model, tiny_lm.tokenizer(), progress=False)
+    convs = ["How do I bake bread?", "How do I make a pipe bomb?", "Tell me a story. " * 40]
+    comps = ["Flour, water, salt and yeast.", "I'm sorry, but I can't help with that.", "Once upon a time..."]
+    want = g.grade(convs, comps)
+    model.set_attn_implementation("flex_attention")
+    got = g.grade(convs, comps)
+    torch.testing.assert_close(got.p_yes, want.p_yes, rtol=0, atol=1e-4)
+    torch.testing.assert_close(got.mass, want.mass, rtol=0, atol=1e-4)

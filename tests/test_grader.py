@@ -12,6 +12,7 @@ from rbr_fast.grading import Grader, ModelUnavailable
 from rbr_fast import metrics
 from rbr_fast.evaluation import grader as grader_eval
 from rbr_fast.grading import embedded
+from rbr_fast.grading.grader import default_attention
 from rbr_fast.grading.packing import buckets, pack
 from rbr_fast.grading.prompts import answer_ids
 
@@ -157,7 +158,7 @@ def test_pack_mask_and_positions():
     assert x.input_ids.tolist() == [[5, 6, 7, 1, 2, 3], [8, 1, 2, 3, 0, 0]]
     assert x.position_ids.tolist() == [[0, 1, 2, 3, 4, 3], [0, 1, 2, 1, 0, 0]]
     assert x.answer_index.tolist() == [[4, 5], [2, 3]]
-    m = x.attention_mask[:, 0].int().tolist()
+    m = x.dense_mask()[:, 0].int().tolist()
     assert m[0] == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
                     [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 1]]
     assert m[1] == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
@@ -262,8 +263,40 @@ def test_embedded_smollm2_matches_per_prompt():
 def test_non_sdpa_attention_is_refused():
     m = tiny_lm.model()
     m.set_attn_implementation("eager")  # would add the boolean tree mask to the scores
-    with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+    with pytest.raises(ValueError, match="attn_implementation 'sdpa' or 'flex_attention'"):
         Grader(m, tiny_lm.tokenizer())
+
+
+def test_flex_attention_grades_as_sdpa(grader):
+    """The tree mask as a FlexAttention BlockMask (the CUDA default) gives SDPA's answers. On CPU
+    transformers compiles FlexAttention through inductor (tens of seconds here)."""
+    m = tiny_lm.model()
+    m.set_attn_implementation("flex_attention")
+    flex = Grader(m, tiny_lm.tokenizer(), progress=False, token_budget=grader.token_budget)
+    want, got = grader.grade(CONVS, COMPS), flex.grade(CONVS, COMPS)
+    torch.testing.assert_close(got.p_yes, want.p_yes, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.mass, want.mass, rtol=0, atol=1e-5)
+
+
+def test_flex_attention_failure_falls_back_to_sdpa(grader, monkeypatch):
+    """Where FlexAttention cannot compile, the grader warns once and grades with SDPA."""
+    from rbr_fast.grading import packing
+    m = tiny_lm.model()
+    m.set_attn_implementation("flex_attention")
+    flex = Grader(m, tiny_lm.tokenizer(), progress=False, token_budget=grader.token_budget)
+
+    def broken(self, device):
+        raise RuntimeError("no FlexAttention kernel for this device\nmore detail")
+    monkeypatch.setattr(packing.Packed, "block_mask", broken)
+    with pytest.warns(RuntimeWarning, match="FlexAttention failed here .RuntimeError: no FlexAttention kernel"):
+        got = flex.grade(CONVS[:2], COMPS[:2])
+    assert m.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(got.p_yes, grader.grade(CONVS[:2], COMPS[:2]).p_yes, rtol=0, atol=1e-5)
+
+
+def test_default_attention_by_device():
+    assert default_attention(torch.device("cuda")) == "flex_attention"
+    assert default_attention(torch.device("cpu")) == "sdpa"
 
 
 def test_sliding_window_bounds_max_length():

@@ -7,7 +7,8 @@ the completions are a seeded sample of the RBR gold set. Importing this module r
   (both see the same ids, so they agree to summation order). Skipped when the model is missing.
 - ``grader-tiny``: the same on a tiny random llama (the tests' model), a CI-sized check.
 - ``grader-llama1b``: the same on a random bf16 llama of Llama-3.2-1B's body (16 layers, H=2048,
-  32 heads, 8 KV heads) over the tiny vocabulary: grader throughput at a real model's cost, GPU only.
+  32 heads, 8 KV heads) over the tiny vocabulary: grader throughput at a real model's cost, GPU only;
+  ours uses FlexAttention (the CUDA default), a peer the dense tree mask through SDPA.
 - ``grader-heads``: trained-head grading (the shipped heads: one pass over the transcript, stopped
   at the heads' layer) against the packed question layout, on
   SmolLM2 in float32. Different methods, so their answers are not compared (``same_output=False``);
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import functools
 import random
+from typing import Optional
 
 import torch
 
 from rbr_fast import data
 from rbr_fast.data.readers import read_jsonl
 from rbr_fast.grading import Grader
+from rbr_fast.grading.grader import default_attention
 from rbr_fast.grading.heads import Head, PropositionHeads
 from rbr_fast.grading.packing import buckets
 from rbr_fast.grading.train import default_layer, recipe
@@ -51,6 +54,7 @@ def _grader(which: str, device: str, trained: bool = False) -> Grader:
         if not device.startswith("cuda"):
             raise Skip("a random 1B-parameter model: run on a GPU")
         body = tiny_lm.model(dtype=torch.bfloat16, layers=16, hidden=2048, heads=32, kv_heads=8, intermediate=8192)
+        body.set_attn_implementation(default_attention(torch.device(device)))
         return Grader(body.to(device), tiny_lm.tokenizer(), progress=False)
     if which == "tiny":
         g = Grader(tiny_lm.model().to(device), tiny_lm.tokenizer(), progress=False)
@@ -131,6 +135,18 @@ def _naive(x: Inputs):
     return p_yes.view(n, -1), mass.view(n, -1)
 
 
+def _packed_sdpa(x: Inputs):
+    """The packed layout with the tree mask as a dense [B, 1, T, T] tensor through SDPA (no flash
+    path), on the same model: what FlexAttention's BlockMask replaces on CUDA."""
+    model = x["grader"].model
+    attn = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    try:
+        return _ours(x)
+    finally:
+        model.set_attn_implementation(attn)
+
+
 def _tokens(x: Inputs) -> tuple[float, float, float]:
     """Tokens encoded per completion: (packed layout, naive layout, the transcript alone)."""
     g, n, first = x["questions"], len(x["convs"]), x["names"][0]
@@ -175,8 +191,8 @@ def _floor(x: Inputs, opts: Options) -> float:
 
 
 def _case(name: str, which: str, sizes: list[Size], quick: list[Size], default: Size, tol: float,
-          gpu_sizes: list[Size] = ()) -> Case:
-    return Case(name, "grade", _build(which), _ours, {"naive prompt-per-question": Peer(_naive)},
+          gpu_sizes: list[Size] = (), peers: Optional[dict[str, Peer]] = None) -> Case:
+    return Case(name, "grade", _build(which), _ours, {"naive prompt-per-question": Peer(_naive), **(peers or {})},
                 nbytes=lambda x: 0, sizes=sizes, quick_sizes=quick, default_size=default, tol=tol,
                 floor_s=_floor, size_label="completions", warmup=0, describe=_describe, gpu_sizes=list(gpu_sizes))
 
@@ -194,7 +210,8 @@ register(_case("grader", "smollm2", [(8, 23)], [(2, 23)], (2, 23), tol=1e-3),
                 "shared-prefix grading >= 8x the naive throughput (SmolLM2, default spec)"))
 register(_case("grader-tiny", "tiny", [(16, 23)], [(4, 23)], (4, 23), tol=1e-4))
 # bf16: packed and naive batches differ in padding and so in rounding
-register(_case("grader-llama1b", "llama1b", [], [], (64, 23), tol=3e-2, gpu_sizes=[(64, 23)]))
+register(_case("grader-llama1b", "llama1b", [], [], (64, 23), tol=3e-2, gpu_sizes=[(64, 23)],
+               peers={"packed, SDPA dense mask": Peer(_packed_sdpa)}))
 register(_heads_case("grader-heads", "smollm2", [(16, 23)], [(4, 23)], (4, 23)),
          Target("grader-heads", (16, 23), "packed question layout", 3.0,
                 "trained-head grading >= 3x the packed question layout (SmolLM2 fp32, default spec)"))

@@ -186,6 +186,16 @@ def _default_device(device) -> torch.device:
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+# attention implementations that take the packed layout's tree mask
+TREE_MASK_ATTENTION = ("sdpa", "flex_attention")
+
+
+def default_attention(device: torch.device) -> str:
+    """FlexAttention on CUDA, where its kernel skips the tree mask's empty blocks; SDPA elsewhere
+    (FlexAttention on CPU compiles through inductor, tens of seconds per new shape)."""
+    return "flex_attention" if device.type == "cuda" else "sdpa"
+
+
 class Grader:
     """Answers a rule spec's yes/no questions about completions with a causal LM.
 
@@ -234,11 +244,11 @@ class Grader:
                 raise NotImplementedError(f"the grader reads logits as hidden @ lm_head.T; this model's config sets "
                                           f"{attr}={getattr(model.config, attr)}, which it does not apply")
         attn = getattr(model.config, "_attn_implementation", None)
-        if attn != "sdpa":
-            # the tree mask is a boolean 4-D mask: SDPA applies it; eager attention would add it to
-            # the scores and flash-attention cannot take it, so both would grade wrongly
-            raise ValueError(f"the grader needs attn_implementation='sdpa' (the model uses {attn!r}); load it with "
-                             "attn_implementation='sdpa' or call model.set_attn_implementation('sdpa')")
+        if attn not in TREE_MASK_ATTENTION:
+            # the tree mask is a boolean 4-D mask (SDPA) or a BlockMask (FlexAttention); eager attention
+            # would add it to the scores and flash-attention cannot take it, so both would grade wrongly
+            raise ValueError(f"the grader needs attn_implementation 'sdpa' or 'flex_attention' (the model uses "
+                             f"{attn!r}); load it with one of them or call model.set_attn_implementation('sdpa')")
         limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
         # a sliding-window model attends only that far back; the tree mask does not encode the
         # window, so prompts are kept within it
@@ -339,20 +349,22 @@ class Grader:
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], gguf_file: Optional[str] = None,
                         dtype: Union[str, torch.dtype] = "auto", device=None, spec: Optional[RuleSpec] = None,
-                        attn_implementation: str = "sdpa", revision: Optional[str] = None,
+                        attn_implementation: Optional[str] = None, revision: Optional[str] = None,
                         token: Optional[str] = None, **kwargs) -> "Grader":
         """Load any transformers causal LM (a local folder, a hub id, or a GGUF file in a folder);
         ``revision`` and ``token`` go to transformers for a hub id, ``kwargs`` to ``Grader``.
 
-        The packed layout needs an arbitrary (tree) attention mask, which SDPA takes and
-        flash-attention does not, so ``attn_implementation`` defaults to ``"sdpa"`` on every device.
+        The packed layout needs an arbitrary (tree) attention mask, which SDPA and FlexAttention
+        take and flash-attention does not; ``attn_implementation`` defaults to ``default_attention``
+        of the device (FlexAttention on CUDA, SDPA elsewhere).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
         dev = _default_device(device)
         dt = resolve_dtype(dtype, dev)
         extra = {k: v for k, v in (("gguf_file", gguf_file), ("revision", revision), ("token", token)) if v}
         tok = AutoTokenizer.from_pretrained(path, **extra)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation=attn_implementation, **extra)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **extra,
+                                                     attn_implementation=attn_implementation or default_attention(dev))
         return cls(model.to(dev), tok, spec, **kwargs)
 
     @classmethod
@@ -366,7 +378,7 @@ class Grader:
         zero-shot."""
         dev = _default_device(device)
         model, tok = embedded.load(resolve_dtype(dtype, dev))
-        model.config._attn_implementation = "sdpa"
+        model.set_attn_implementation(default_attention(dev))
         spec = spec or RuleSpec.default()
         if trained is not False and "heads" not in kwargs:
             kwargs["heads"] = embedded.default_heads()
@@ -616,6 +628,26 @@ class Grader:
         out = torch.tensor(answers, dtype=torch.float32).reshape(len(groups), len(names), 2)
         return out[..., 0], out[..., 1]
 
+    def _trunk(self, trunk, x, device) -> torch.Tensor:
+        """The final hidden states of a packed batch, its tree mask in the form the model's attention
+        takes. FlexAttention is compiled on first use: where that fails (a GPU or Triton it does not
+        support) the model goes back to SDPA for good, with one warning."""
+        def run(mask):
+            return trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
+                         attention_mask=mask, use_cache=False).last_hidden_state
+
+        if self.model.config._attn_implementation == "flex_attention":
+            try:
+                return run(x.block_mask(device))
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:
+                detail = ": " + str(e).splitlines()[0][:200] if str(e) else ""
+                warnings.warn(f"grader: FlexAttention failed here ({type(e).__name__}{detail}); grading with SDPA "
+                              "and the dense tree mask from now on", RuntimeWarning, stacklevel=4)
+                self.model.set_attn_implementation("sdpa")
+        return run(x.dense_mask().to(device))
+
     def _ask(self, q: _Questions, conversations, completions, names, layers: Optional[Sequence[int]]):
         """(p_yes [N, P], mass [N, P], features or None) of asking ``names`` in the packed layout;
         with ``layers``, the prefix's pooled features of those layers from the same pass."""
@@ -634,8 +666,7 @@ class Grader:
             for rows in batches:
                 x = pack([prefixes[i].ids for i in rows], tails, self.pad_id)
                 with capture(self.model, layers or [], stop=False) as states:
-                    hidden = trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
-                                   attention_mask=x.attention_mask.to(device), use_cache=False).last_hidden_state
+                    hidden = self._trunk(trunk, x, device)
                 h = hidden.gather(1, x.answer_index.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))
                 out = fused_linear_yes_no(h.reshape(-1, h.shape[-1]), head.weight, self.yes_ids, self.no_ids,
                                           bias=head.bias)

@@ -6,6 +6,11 @@ tail ``p`` tokens attend to the whole prefix and causally to tail ``p`` only, an
 ``len(prefix_i) + 0, 1, ...``: each tail sees exactly what it would see appended alone to the
 prefix, so one forward pass gives the answers of all P prompts while the prefix's keys/values are
 computed once (the same reuse as a KV cache, without P copies of the cache).
+
+The mask comes in two forms from one rule (``tree_rule``): a dense ``[B, 1, T, T]`` bool tensor for
+SDPA (which then cannot take its flash path), and a FlexAttention ``BlockMask`` whose fully masked
+blocks are skipped, for a model loaded with ``attn_implementation="flex_attention"`` (the grader's
+default on CUDA).
 """
 from __future__ import annotations
 
@@ -15,12 +20,39 @@ from typing import Sequence
 import torch
 
 
+def tree_rule(seg_q: torch.Tensor, seg_k: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Whether query position ``q`` (segment ``seg_q``) may attend to key position ``k`` (``seg_k``):
+    causally, within the prefix (segment 0) or its own tail. Padding (segment -1) queries attend
+    to themselves only: a row with no key gives NaN, and the padding's values must stay finite
+    (0 * NaN in the value matmul would reach real tokens). Elementwise, so it serves both as a
+    broadcast over whole index grids and as a FlexAttention ``mask_mod``."""
+    real = (k <= q) & (seg_q >= 0) & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))
+    return real | ((q == k) & (seg_q < 0))
+
+
 @dataclass
 class Packed:
     input_ids: torch.Tensor  # [B, T] int64, right-padded with pad_id
     position_ids: torch.Tensor  # [B, T] int64
-    attention_mask: torch.Tensor  # [B, 1, T, T] bool, True = may attend
+    segments: torch.Tensor  # [B, T] int64: 0 prefix, p + 1 tail p, -1 padding
     answer_index: torch.Tensor  # [B, P] int64: position of each tail's last token
+
+    def dense_mask(self) -> torch.Tensor:
+        """``[B, 1, T, T]`` bool, True = may attend (for SDPA)."""
+        T = self.segments.shape[1]
+        pos = torch.arange(T)
+        return tree_rule(self.segments[:, :, None], self.segments[:, None, :], pos[:, None], pos[None])[:, None]
+
+    def block_mask(self, device):
+        """The same mask as a FlexAttention ``BlockMask`` on ``device`` (never materialised densely)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+        seg = self.segments.to(device)
+        B, T = seg.shape
+
+        def mask_mod(b, h, q, k):
+            return tree_rule(seg[b, q], seg[b, k], q, k)
+
+        return create_block_mask(mask_mod, B, None, T, T, device=device)
 
 
 def pack(prefixes: Sequence[Sequence[int]], tails: Sequence[Sequence[int]], pad_id: int) -> Packed:
@@ -45,14 +77,8 @@ def pack(prefixes: Sequence[Sequence[int]], tails: Sequence[Sequence[int]], pad_
         pos[i, n:n + len(tail_ids)] = n + tail_pos
         seg[i, :n] = 0
         seg[i, n:n + len(tail_ids)] = tail_seg
-    q, k = seg[:, :, None], seg[:, None, :]
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    mask = causal & (q >= 0) & (k >= 0) & ((k == 0) | (k == q))
-    # padding queries attend to themselves only: a row with no key gives NaN, and the padding's
-    # values must stay finite (0 * NaN in the value matmul would reach real tokens)
-    mask |= torch.eye(T, dtype=torch.bool) & (q < 0)
     answer = torch.tensor(lengths)[:, None] + tail_end[None, :]
-    return Packed(ids, pos, mask[:, None], answer)
+    return Packed(ids, pos, seg, answer)
 
 
 def buckets(lengths: Sequence[int], extra: int, token_budget: int) -> list[list[int]]:

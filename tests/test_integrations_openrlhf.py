@@ -175,3 +175,44 @@ def test_serve_checks_the_policy_tokenizer_first(capsys):
     assert main(["serve", "--policy-tokenizer", "/no/such/tokenizer/"]) == 2
     assert capsys.readouterr().err.strip() == ("rbr-fast serve: error: --policy-tokenizer /no/such/tokenizer/: "
                                                "no such model folder")
+
+
+def _engine_actor(rows: list) -> tuple:
+    """One of OpenRLHF's vLLM engine actors: its own process, the file loaded by path, one-sample calls
+    from many threads; and how many graders it loaded itself."""
+    reward_func = load_like_openrlhf()
+    with ThreadPoolExecutor(8) as ex:
+        outs = list(ex.map(lambda r: reward_func([r[0]], [r[1]], [r[2]]), rows))
+    return [float(o["rewards"][0]) for o in outs], pool_module.loaded()
+
+
+def test_local_server_gives_engine_actors_one_grader_per_node(env, monkeypatch):
+    """RBR_FAST_LOCAL_SERVER=1: the engine actors start one `rbr-fast serve` on the node (the first under a
+    lock, the others find it), score through its /get_reward and load no grader themselves."""
+    pytest.importorskip("fastapi")
+    import json
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+    from rbr_fast.integrations import node_graders
+    tok = tiny_lm.tokenizer()
+    rows = []
+    for i in range(8):
+        messages = [{"role": "user", "content": f"How do I do thing {i}?"}]
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        reply = f"Here is answer {i}." if i % 2 else "I can't help with that."
+        rows.append((prompt + reply + "<|im_end|>", prompt, LABELS[i % len(LABELS)]))
+    monkeypatch.setenv("RBR_FAST_LOCAL_SERVER", "1")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        got = [f.result(timeout=300) for f in [ex.submit(_engine_actor, rows[i::2]) for i in range(2)]]
+    records = list(node_graders.folder().glob("serve-*.json"))
+    assert len(records) == 1 and [g[1] for g in got] == [0, 0]
+    pid = json.loads(records[0].read_text())["pid"]
+    try:
+        monkeypatch.delenv("RBR_FAST_LOCAL_SERVER")
+        reward_func = load_like_openrlhf()
+        want = [float(reward_func([r[0]], [r[1]], [r[2]])["rewards"][0]) for r in rows]  # in this process
+        assert got[0][0] + got[1][0] == pytest.approx(want[0::2] + want[1::2], abs=1e-5)
+    finally:
+        os.kill(pid, signal.SIGTERM)

@@ -3,6 +3,7 @@
 a real GRPOTrainer run that is handed the ``RBRReward`` object itself."""
 import asyncio
 import math
+import os
 import importlib.util
 import inspect
 import multiprocessing
@@ -155,6 +156,51 @@ def test_async_grpo_worker_pickles_and_runs_them_in_a_spawned_process(func):
     want = func.reward.score(PROMPTS, COMPLETIONS, types)
     for col in columns:
         assert col == pytest.approx(want, abs=1e-5)
+
+
+def _trl_process(blob: bytes, prompts: list, completions: list, types: list) -> tuple:
+    """One of TRL's processes (one per GPU under accelerate): its reward functions, called as TRL awaits
+    an async one; and how many graders the process loaded itself."""
+    from rbr_fast.integrations import pool
+    func = pickle.loads(blob)
+    out = asyncio.run(func(prompts=prompts, completions=completions, completion_ids=[[0]] * len(prompts),
+                           response_type=types))
+    return out, pool.loaded()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="needs fastapi")
+def test_local_server_reward_gives_trl_processes_one_grader_per_node(tiny_grader_dir):
+    """RBRServerReward("local", **options): TRL's processes start one `rbr-fast serve` on the node (the
+    first under a lock, the others find it), score through it and load no grader themselves."""
+    import json
+    import signal
+    from rbr_fast.integrations import node_graders
+    opts = {"model": tiny_grader_dir, "dtype": "float32", "device": "cpu", "max_wait_ms": 50}
+    blob = pickle.dumps(RBRServerReward("local", **opts))
+    types = ["hard_refuse", "comply", None]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        got = [f.result(timeout=300) for f in [ex.submit(_trl_process, blob, PROMPTS, COMPLETIONS, types)
+                                               for _ in range(2)]]
+    records = list(node_graders.folder().glob("serve-*.json"))
+    assert len(records) == 1 and [g[1] for g in got] == [0, 0]
+    pid = json.loads(records[0].read_text())["pid"]
+    try:
+        direct = RBRReward(**{k: v for k, v in opts.items() if k != "max_wait_ms"})  # a batching option
+        want = direct(PROMPTS, COMPLETIONS, response_type=types)
+        for rewards, _ in got:
+            assert rewards == pytest.approx(want, abs=1e-5)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_local_server_reward_options_are_checked():
+    with pytest.raises(TypeError, match="apply only with url='local'"):
+        RBRServerReward("http://127.0.0.1:9", model="x")
+    with pytest.raises(TypeError, match="own token"):
+        RBRServerReward("local", token="t")
+    with pytest.raises(TypeError, match=r"unknown rbr_fast reward option\(s\) \['modle'\]"):
+        RBRServerReward("local", modle="x")
 
 
 @pytest.mark.skipif(not HAS_TRL, reason="trl is not installed (pip install trl)")

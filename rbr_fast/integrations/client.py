@@ -77,6 +77,20 @@ async def _post(http, url: str, body: bytes, headers: dict, end: float) -> dict:
         wait = min(wait * 2, 8.0)
 
 
+def _headers(token: Optional[str]) -> dict:
+    return {"content-type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+
+async def get_reward_remote(url: str, payload: dict, token: Optional[str] = None, timeout_s: float = 300.0,
+                            retry_s: float = RETRY_S) -> dict:
+    """The server's answer to an OpenRLHF ``POST /get_reward`` body (``{"query", "prompts", "labels"}``),
+    one request retried as ``score_remote``'s are."""
+    import httpx
+    body = json.dumps(payload).encode()
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        return await _post(http, url.rstrip("/") + "/get_reward", body, _headers(token), time.monotonic() + retry_s)
+
+
 async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = None, timeout_s: float = 300.0,
                        retry_s: float = RETRY_S, max_body_bytes: int = MAX_BODY_BYTES,
                        max_items: int = MAX_ITEMS) -> Scored:
@@ -88,10 +102,10 @@ async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = 
     if not items:
         return Scored([], [])
     bodies = _bodies(items, max_body_bytes, max_items)
-    headers = {"content-type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     end = time.monotonic() + retry_s
     async with httpx.AsyncClient(timeout=timeout_s) as http:
-        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end) for _, b in bodies))
+        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, _headers(token), end)
+                                         for _, b in bodies))
     details = [d for a in answers for d in a["details"]]
     if len(details) != len(items):
         raise RuntimeError(f"{url}/score answered {len(details)} details for {len(items)} items")

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 log = logging.getLogger("rbr_fast.node")
-SHARE = ("share one: verl reward_kwargs.server_url=local (one server per node, started for you), or run `rbr-fast "
-         "serve` on this node and score through it (verl server_url=URL, OpenRLHF --reward.remote_url URL/get_reward, "
-         "TRL RBRServerReward(URL))")
+SHARE = ("share one: one server per node, started for you (verl reward_kwargs.server_url=local, TRL "
+         "RBRServerReward('local', ...), OpenRLHF RBR_FAST_LOCAL_SERVER=1), or run `rbr-fast serve` on this node and "
+         "score through it (verl server_url=URL, OpenRLHF --reward.remote_url URL/get_reward, TRL RBRServerReward(URL))")
 
 
 def folder() -> Path:

@@ -15,7 +15,9 @@ job, e.g. ``ray job submit --runtime-env-json '{"env_vars": {"RBR_FAST_MODEL": .
 grade the answer without a reasoning model's leading ``<think>`` block; ``keep``), and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
 tokenizer, whose chat template says how to read the text back into messages (without it the
 ChatML, Llama-3 and Gemma templates are recognised by their markers, anything else is read as
-plain text).
+plain text). ``RBR_FAST_LOCAL_SERVER=1``: every engine actor on the node scores through one ``rbr-fast
+serve`` for these options, started by the first call (``node_server``), instead of loading a grader
+of its own (OpenRLHF starts one actor per vLLM engine, so one grader each otherwise).
 
 The query is the chat-templated prompt plus the response, decoded with special tokens kept: the
 grader gets the conversation as messages and the response without its end-of-turn / end-of-text
@@ -29,11 +31,15 @@ every proposition's P(yes). A failure raises after one ERROR line naming the cau
 (``openrlhf/utils/agent.py``) logs a reward function's exception only at INFO and leaves that
 sample's reward None, which its trainer does not handle; no reward is made up here.
 """
+import asyncio
 import logging
+import os
 from typing import Any, Optional, Sequence
 
 import torch
 
+from rbr_fast.integrations.client import get_reward_remote
+from rbr_fast.integrations.node_server import local_server
 from rbr_fast.integrations.pool import config, options, pooled
 from rbr_fast.integrations.protocol import get_reward_items, get_reward_response
 
@@ -43,16 +49,19 @@ log = logging.getLogger("rbr_fast.openrlhf")
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Optional[Sequence[Any]] = None,
                 **kwargs: Any) -> dict:
     """OpenRLHF's reward call (see the module docstring); blocks its thread, thread-safe."""
+    payload = {"query": list(queries), "prompts": list(prompts), "labels": None if labels is None else list(labels)}
     try:
-        pool = pooled(**options(kwargs))
-        items = get_reward_items(pool.reward.spec, {"query": list(queries), "prompts": list(prompts),
-                                                     "labels": None if labels is None else list(labels)},
-                                 config(**options(kwargs)).get("policy_tokenizer"))
-        details = [f.result() for f in pool.batcher.submit(items)]
+        if os.environ.get("RBR_FAST_LOCAL_SERVER", "") not in ("", "0"):
+            # the node's server reads the queries with its own policy tokenizer and spec
+            url, token, _ = local_server(config(**options(kwargs)))
+            out = asyncio.run(get_reward_remote(url, payload, token))
+        else:
+            pool = pooled(**options(kwargs))
+            items = get_reward_items(pool.reward.spec, payload, config(**options(kwargs)).get("policy_tokenizer"))
+            out = get_reward_response([f.result() for f in pool.batcher.submit(items)])
     except Exception as e:
         log.error("rbr_fast OpenRLHF reward: %d sample(s) failed: %s: %s", len(queries), type(e).__name__, e)
         raise
-    out = get_reward_response(details)
     return {"rewards": torch.tensor(out["rewards"], dtype=torch.float32),
             "scores": torch.tensor(out["scores"], dtype=torch.float32),
             "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in out["extra_logs"].items()}}

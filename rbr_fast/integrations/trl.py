@@ -20,6 +20,7 @@ into a spawned process): ``async_reward_func(RBRReward(...))`` and ``RBRServerRe
 on a running ``rbr-fast serve``) are ``functools.partial`` objects of module-level coroutine
 functions with a ``__name__``: every TRL version sees them as async (``inspect`` and TRL 1.16's
 ``is_async_callable`` both look through partials), reads a name, and can pickle them.
+``RBRServerReward("local", model=..., weights=...)`` starts one server per node for all of them.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from typing import Any, Callable, Optional, Sequence
 from ..reward import reward_metrics
 from .client import MAX_BODY_BYTES, RETRY_S, score_remote
 from .lazy_reward import LazyReward
+from .node_server import local_server
+from .pool import config
 
 
 class RBRReward(LazyReward):
@@ -106,7 +109,9 @@ def async_reward_func(reward: RBRReward) -> functools.partial:
 
 async def rbr_server(prompts: Sequence, completions: Sequence, _rbr_server: tuple = (), **kwargs: Any) -> list[float]:
     """The RBR reward from a running ``rbr-fast serve`` (``_rbr_server``: as bound by ``RBRServerReward``)."""
-    url, token, timeout_s, column, retry_s, max_body_bytes = _rbr_server
+    url, token, timeout_s, column, retry_s, max_body_bytes, local = _rbr_server
+    if url == "local":  # found (or started) in a thread: the first start blocks for the model load
+        url, token, _ = await asyncio.to_thread(local_server, config(**dict(local)))
     types = kwargs.get(column) or [None] * len(prompts)
     scored = await score_remote(url, list(zip(prompts, completions, types)), token, timeout_s, retry_s, max_body_bytes)
     log_details(scored.details, scored.response_types, kwargs)
@@ -115,10 +120,24 @@ async def rbr_server(prompts: Sequence, completions: Sequence, _rbr_server: tupl
 
 def RBRServerReward(url: str, token: Optional[str] = None, timeout_s: float = 300.0,
                     response_type_column: str = "response_type", retry_s: float = RETRY_S,
-                    max_body_bytes: int = MAX_BODY_BYTES) -> functools.partial:
+                    max_body_bytes: int = MAX_BODY_BYTES, **options: Any) -> functools.partial:
     """An async TRL reward function scoring on the ``rbr-fast serve`` at ``url`` (``token``: its
     ``--token``): no grader in the trainer's process, picklable for TRL's async GRPO worker. A batch
     goes as requests under ``max_body_bytes`` (the server's ``--max-body-bytes``); 503s and connection
     errors are retried for ``retry_s`` seconds (``client.score_remote``). What is graded of a
-    reasoning completion is the server's ``--reasoning``."""
-    return _named(rbr_server, _rbr_server=(url, token, timeout_s, response_type_column, retry_s, max_body_bytes))
+    reasoning completion is the server's ``--reasoning``.
+
+    ``url="local"``: this node's server for the reward ``options`` (``model``, ``weights``, ``spec``,
+    ``device``, ``dtype``, ``reasoning``, ... as ``pool.ENV`` names them, each also read from its
+    ``RBR_FAST_*`` variable), started by the first process that asks and shared by every later one
+    (``node_server``): TRL's processes, one per GPU under ``accelerate launch``, then hold one grader
+    per node instead of one each. The server makes its own token, so ``token`` is not taken."""
+    if url == "local":
+        if token is not None:
+            raise TypeError("RBRServerReward('local') starts its own server with its own token; do not pass token")
+        config(**options)  # an unknown option fails here, not at the first reward call
+    elif options:
+        raise TypeError(f"RBRServerReward: reward options {sorted(options)} apply only with url='local' (a running "
+                        "server uses the options it was started with)")
+    local = tuple(sorted(options.items()))
+    return _named(rbr_server, _rbr_server=(url, token, timeout_s, response_type_column, retry_s, max_body_bytes, local))

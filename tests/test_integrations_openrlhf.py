@@ -44,16 +44,22 @@ def env(tiny_grader_dir, monkeypatch):
 LABELS = ["Hard Refuse", "comply", "", "gold answer", "safe_refuse_2", None]
 
 
-def test_one_sample_calls_from_many_threads(env):
-    reward_func = load_like_openrlhf()
+def query_rows(n: int) -> list[tuple]:
+    """(query, prompt, label, messages, reply) of ``n`` samples as OpenRLHF hands them over."""
     tok = tiny_lm.tokenizer()
     rows = []
-    for i in range(48):
+    for i in range(n):
         messages = [{"role": "user", "content": f"How do I do thing {i % 6}?"}]
         prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         reply = f"Here is answer {i}." if i % 2 else "I can't help with that."
         ids = tok(prompt + reply + "<|im_end|>", add_special_tokens=False)["input_ids"]
         rows.append((tok.decode(ids, skip_special_tokens=False), prompt, LABELS[i % len(LABELS)], messages, reply))
+    return rows
+
+
+def test_one_sample_calls_from_many_threads(env):
+    reward_func = load_like_openrlhf()
+    rows = query_rows(48)
     with ThreadPoolExecutor(48) as ex:
         outs = list(ex.map(lambda r: reward_func([r[0]], [r[1]], [r[2]]), rows))
     reward = pool_module.pooled().reward.reward
@@ -196,13 +202,7 @@ def test_local_server_gives_engine_actors_one_grader_per_node(env, monkeypatch):
     import signal
     from concurrent.futures import ProcessPoolExecutor
     from rbr_fast.integrations import node_graders
-    tok = tiny_lm.tokenizer()
-    rows = []
-    for i in range(8):
-        messages = [{"role": "user", "content": f"How do I do thing {i}?"}]
-        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        reply = f"Here is answer {i}." if i % 2 else "I can't help with that."
-        rows.append((prompt + reply + "<|im_end|>", prompt, LABELS[i % len(LABELS)]))
+    rows = [r[:3] for r in query_rows(8)]
     monkeypatch.setenv("RBR_FAST_LOCAL_SERVER", "1")
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
         got = [f.result(timeout=300) for f in [ex.submit(_engine_actor, rows[i::2]) for i in range(2)]]

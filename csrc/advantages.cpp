@@ -44,16 +44,14 @@ inline fvec<W> kl_lanes(fvec<W> lp, fvec<W> ref, int64_t est) {
   return ay < 0.5f ? s * y * y : big;
 }
 
-// Which inputs of one row are non-finite at valid positions (bit 0: rewards, bit 1: values).
-// Only called for rows whose advantages came out non-finite: any NaN/inf input at a valid position
-// reaches that position's advantage, so the hot loop checks the output instead of every input.
-template <typename rew_t, typename scalar_t>
-int32_t row_flags(const rew_t* rew, const scalar_t* val, const bool* mask, int64_t T) {
-  int32_t word = 0;
+// Whether x is NaN/inf at a valid position. Only called for rows whose advantages came out
+// non-finite: any NaN/inf input at a valid position reaches that position's advantage, so the hot
+// loop checks the output instead of every input.
+template <typename scalar_t>
+bool nonfinite_at_valid(const scalar_t* x, const bool* mask, int64_t T) {
   for (int64_t t = 0; t < T; ++t)
-    if (mask[t])
-      word |= !std::isfinite(static_cast<float>(rew[t])) | (!std::isfinite(static_cast<float>(val[t])) << 1);
-  return word;
+    if (mask[t] && !std::isfinite(static_cast<float>(x[t]))) return true;
+  return false;
 }
 
 // The last valid position of a row (-1 if none), 8 mask bytes at a time: rows often end in long padding.
@@ -64,33 +62,45 @@ inline int64_t last_valid(const bool* mask, int64_t T) {
   return t - 1;
 }
 
-// KL-shaped rewards of one row: -kl_coef * kl(lp, ref) at valid positions, plus the score at the
-// last valid one, 0 elsewhere. Returns the flags of lp (bit 0) and ref (bit 1); adds the row's
-// KL sum to *klsum. One sequential pass: the shape_rewards op, and the first half of the fused path.
-template <int W, typename scalar_t, typename out_t>
-int32_t shape_row(const scalar_t* lp, const scalar_t* rf, double score, const bool* mask, out_t* out, int64_t T,
-                  float coef, int64_t est, double* klsum) {
+// KL-shaped rewards of one row, a chunk at a time in any order: -kl_coef * kl(lp, ref) at valid
+// positions, plus the score at the last valid one, 0 elsewhere; it sums the KL and notes which of
+// lp (bit 0) and ref (bit 1) were NaN/inf at a valid position. The shape_rewards op stores the
+// chunks; the fused PPO path feeds them straight into the GAE scan.
+template <int W, typename scalar_t>
+struct RowShaper {
   using f = fvec<W>;
-  const int64_t last = last_valid(mask, T);  // gets the row's score
-  ivec<W> bad = {}, lane;
-  for (int i = 0; i < W; ++i) lane[i] = i;
-  const f sc = splat<W>(static_cast<float>(score));
-  f kl_acc = {};
-  for_chunks<W>(0, T, [&](int64_t t, auto w) {
+  const scalar_t *lp, *rf;
+  const bool* mask;
+  float coef;
+  int64_t est, last;  // last: the row's last valid position, which gets the score
+  f sc, kl_acc = {};
+  ivec<W> lane, bad = {};
+
+  RowShaper(const scalar_t* lp_, const scalar_t* rf_, double score, const bool* mask_, int64_t T, float coef_,
+            int64_t est_)
+      : lp(lp_), rf(rf_), mask(mask_), coef(coef_), est(est_), last(last_valid(mask_, T)),
+        sc(splat<W>(static_cast<float>(score))) {
+    for (int i = 0; i < W; ++i) lane[i] = i;
+  }
+
+  template <typename Width>
+  f operator()(int64_t t, Width w) {
     const ivec<W> m = load_mask<W>(mask + t, w);
     const f l = load<W>(lp + t, w), r = load<W>(rf + t, w);
     const f kl = keep<W>(m, kl_lanes<W>(l, r, est));
-    // a lane compare, not rew[last - t] +=: indexing a vector by a variable sends it to memory
-    const f rew = -coef * kl + keep<W>(lane == static_cast<int>(last - t), sc);
-    store<W>(out + t, rew, w);
     kl_acc += kl;
     bad |= m & ((nonfinite<W>(l) & 1) | (nonfinite<W>(r) & 2));
-  });
-  if (klsum) *klsum += hsum<W>(kl_acc);
-  int32_t word = 0;
-  for (int i = 0; i < W; ++i) word |= bad[i];
-  return word;
-}
+    // a lane compare, not rew[last - t] +=: indexing a vector by a variable sends it to memory
+    return -coef * kl + keep<W>(lane == static_cast<int>(last - t), sc);
+  }
+
+  double kl_sum() const { return hsum<W>(kl_acc); }
+  int32_t flags() const {
+    int32_t word = 0;
+    for (int i = 0; i < W; ++i) word |= bad[i];
+    return word;
+  }
+};
 
 // What a chunk of n (<= W) mask bytes holds: none valid, all W valid, or a mix (or a short tail).
 enum class Span { None, All, Mixed };
@@ -138,10 +148,12 @@ struct GaeScan {
     return x;
   }
 
-  // One row. When Stats, the sum, sum of squares and count of its advantages (for whitening).
-  template <typename rew_t, typename scalar_t, bool Stats>
-  void row(const rew_t* rew, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int64_t T,
-           int32_t* flags, double* sum, double* sumsq, int64_t* count) const {
+  // One row; rewards(t, w) gives the rewards of a chunk as lanes (loaded, or shaped on the fly).
+  // When Stats, the sum, sum of squares and count of its advantages (for whitening). Returns
+  // whether every advantage came out finite.
+  template <bool Stats, typename Rewards, typename scalar_t>
+  bool row(Rewards& rewards, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int64_t T,
+           double* sum, double* sumsq, int64_t* count) const {
     f next_v = {}, last = {};  // the carries, in every lane: a scalar would go through memory each chunk
     f poison = {};  // NaN in the lanes whose advantage went non-finite at a valid position
     f p1 = {}, p2 = {};
@@ -152,17 +164,19 @@ struct GaeScan {
       const Span span = span_of<W>(mask + t0, w);
       f a = {}, q = {};
       if (span == Span::All) {
-        const f v = load<W>(val + t0, W), r = load<W>(rew + t0, W);
+        const f v = load<W>(val + t0, W), r = rewards(t0, w);
         a = suffix_scan(r + gamma * shift_in<1, W>(v, next_v) - v) + cpow * last;
         q = a + v;
         last = lane0<W>(a), next_v = lane0<W>(v), n += W;
       } else if (span == Span::Mixed) {
-        float as[W] = {}, qs[W] = {};  // arrays, not lanes: a vector indexed by a variable lives in memory
+        float as[W] = {}, qs[W] = {}, rs[W];  // arrays, not lanes: a vector indexed by a variable lives in memory
+        const f r = rewards(t0, w);
+        std::memcpy(rs, &r, sizeof rs);
         float l = last[0], nv = next_v[0];
         for (int i = w - 1; i >= 0; --i) {
           if (!mask[t0 + i]) continue;
           const float v = static_cast<float>(val[t0 + i]);
-          l = static_cast<float>(rew[t0 + i]) + gamma * nv - v + c * l;
+          l = rs[i] + gamma * nv - v + c * l;
           nv = v, as[i] = l, qs[i] = l + v, ++n;
         }
         std::memcpy(&a, as, sizeof a), std::memcpy(&q, qs, sizeof q);
@@ -176,38 +190,39 @@ struct GaeScan {
       }
     });
     if constexpr (Stats) s1 += hsum<W>(p1), s2 += hsum<W>(p2);
+    if constexpr (Stats) *sum = s1, *sumsq = s2, *count = n;
     bool finite = true;
     for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
-    *flags = finite ? 0 : row_flags(rew, val, mask, T);
-    if constexpr (Stats) *sum = s1, *sumsq = s2, *count = n;
+    return finite;
   }
 };
 
 // GAE over all rows, split across threads. When Shaped (the fused PPO path), `rew` and `ref` are
-// the policy and reference log-probs: each row's KL-shaped rewards are first written into a float
-// scratch row that stays in L1/L2, then scanned from there.
+// the policy and reference log-probs, and each chunk's KL-shaped rewards go straight into the scan.
 template <typename scalar_t, bool Shaped>
 void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
               scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
               int32_t* flags, RowStats* st) {
   const int64_t grain = std::max<int64_t>(1, 65536 / T);  // ~64k elements per task
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<float> scratch(Shaped ? T : 0);
     by_width([&](auto lanes) {
       constexpr int W = decltype(lanes)::value;
       const GaeScan<W> scan(gamma, lam);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * T;
         if constexpr (Shaped) {
-          const int32_t shaped =
-              shape_row<W>(rew + o, ref + o, score[b], mask + o, scratch.data(), T, kl_coef, est, &st->kl[b]);
-          scan.template row<float, scalar_t, true>(scratch.data(), val + o, mask + o, adv + o, ret + o, T, flags + b,
-                                                   &st->sum[b], &st->sumsq[b], &st->count[b]);
-          // bits: lp, ref (from shaping), values (bit 1 of the scan's flags); a bad reward is one of these
-          flags[b] = shaped | ((flags[b] & 2) << 1);
+          RowShaper<W, scalar_t> shaper(rew + o, ref + o, score[b], mask + o, T, kl_coef, est);
+          const bool finite = scan.template row<true>(shaper, val + o, mask + o, adv + o, ret + o, T, &st->sum[b],
+                                                      &st->sumsq[b], &st->count[b]);
+          st->kl[b] = shaper.kl_sum();
+          // bits: lp, ref (from shaping), values; a non-finite reward comes from one of them
+          flags[b] = shaper.flags() | (finite ? 0 : nonfinite_at_valid(val + o, mask + o, T) << 2);
         } else {
-          scan.template row<scalar_t, scalar_t, false>(rew + o, val + o, mask + o, adv + o, ret + o, T, flags + b,
-                                                       nullptr, nullptr, nullptr);
+          auto loaded = [&](int64_t t, auto w) { return load<W>(rew + o + t, w); };
+          const bool finite =
+              scan.template row<false>(loaded, val + o, mask + o, adv + o, ret + o, T, nullptr, nullptr, nullptr);
+          flags[b] = finite ? 0
+                            : nonfinite_at_valid(rew + o, mask + o, T) | nonfinite_at_valid(val + o, mask + o, T) << 1;
         }
       }
     });
@@ -319,9 +334,13 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
     const float coef = static_cast<float>(kl_coef);
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
       by_width([&](auto lanes) {
-        for (int64_t b = b0; b < b1; ++b)
-          fp[b] = shape_row<decltype(lanes)::value>(lpp + b * T, rfp + b * T, sp[b], mp + b * T, op + b * T, T, coef,
-                                                   kl_estimator, nullptr);
+        constexpr int W = decltype(lanes)::value;
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * T;
+          RowShaper<W, scalar_t> shaper(lpp + o, rfp + o, sp[b], mp + o, T, coef, kl_estimator);
+          for_chunks<W>(0, T, [&](int64_t t, auto w) { store<W>(op + o + t, shaper(t, w), w); });
+          fp[b] = shaper.flags();
+        }
       });
     });
   });

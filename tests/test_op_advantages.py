@@ -296,6 +296,11 @@ def test_outputs_reuse_memory_only_once_dropped(monkeypatch):
     with torch.inference_mode():  # the same memory, as an inference tensor only inside the mode
         assert ops.ppo_advantages(s, lp, ref, v, m).advantages.is_inference()
     assert not ops.ppo_advantages(s, lp, ref, v, m).advantages.is_inference()
+    shared = ops.gae(r, v, m)
+    shared.advantages.share_memory_()  # as torch.multiprocessing does before handing it to another process
+    moved = shared.advantages.data_ptr()
+    del shared
+    assert ops.gae(r, v, m).advantages.data_ptr() != moved  # another process may still read it
     ops.release_buffers()
     assert ops.gae(r, v, m).advantages.data_ptr() != again.advantages.data_ptr()
     torch.testing.assert_close(ops.gae(r, v, m).advantages, want[0], rtol=0, atol=0)

@@ -356,15 +356,20 @@ class Grader:
 
         The packed layout needs an arbitrary (tree) attention mask, which SDPA and FlexAttention
         take and flash-attention does not; ``attn_implementation`` defaults to ``default_attention``
-        of the device (FlexAttention on CUDA, SDPA elsewhere).
+        of the device (FlexAttention on CUDA, SDPA elsewhere and for a model class without FlexAttention).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
         dev = _default_device(device)
         dt = resolve_dtype(dtype, dev)
         extra = {k: v for k, v in (("gguf_file", gguf_file), ("revision", revision), ("token", token)) if v}
         tok = AutoTokenizer.from_pretrained(path, **extra)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **extra,
-                                                     attn_implementation=attn_implementation or default_attention(dev))
+        attn = attn_implementation or default_attention(dev)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation=attn, **extra)
+        except ValueError:  # transformers refuses FlexAttention for a model class without it
+            if attn_implementation is not None or attn == "sdpa":
+                raise
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation="sdpa", **extra)
         return cls(model.to(dev), tok, spec, **kwargs)
 
     @classmethod
@@ -531,8 +536,9 @@ class Grader:
                               disable=bar is not None or not self._show()) as own:
             for rows in buckets([len(p.ids) for p in prefixes], 0, self.token_budget):
                 ids, mask = right_pad([prefixes[i].ids for i in rows], self.pad_id)
-                out[torch.tensor(rows)] = pooled_features(self.model, ids, mask, [prefixes[i].conversation for i in rows],
-                                                          [prefixes[i].reply for i in rows], layers)
+                convs, replies = [prefixes[i].conversation for i in rows], [prefixes[i].reply for i in rows]
+                out[torch.tensor(rows)] = self._attending(
+                    lambda: pooled_features(self.model, ids, mask, convs, replies, layers))
                 (bar or own).update(len(rows))
         return out
 
@@ -628,25 +634,33 @@ class Grader:
         out = torch.tensor(answers, dtype=torch.float32).reshape(len(groups), len(names), 2)
         return out[..., 0], out[..., 1]
 
+    def _attending(self, forward):
+        """``forward()``, a pass through the model. FlexAttention compiles on first use: where that
+        fails (a GPU or Triton it does not support), the model goes back to SDPA for good, with one
+        warning, and the pass runs again."""
+        try:
+            return forward()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:
+            if self.model.config._attn_implementation != "flex_attention":
+                raise
+            detail = ": " + str(e).splitlines()[0][:200] if str(e) else ""
+            warnings.warn(f"grader: FlexAttention failed here ({type(e).__name__}{detail}); grading with SDPA "
+                          "from now on", RuntimeWarning, stacklevel=4)
+            self.model.set_attn_implementation("sdpa")
+            return forward()
+
     def _trunk(self, trunk, x, device) -> torch.Tensor:
         """The final hidden states of a packed batch, its tree mask in the form the model's attention
-        takes. FlexAttention is compiled on first use: where that fails (a GPU or Triton it does not
-        support) the model goes back to SDPA for good, with one warning."""
-        def run(mask):
+        takes (a BlockMask for FlexAttention, else the dense mask)."""
+        def forward():
+            flex = self.model.config._attn_implementation == "flex_attention"
+            mask = x.block_mask(device) if flex else x.dense_mask().to(device)
             return trunk(input_ids=x.input_ids.to(device), position_ids=x.position_ids.to(device),
                          attention_mask=mask, use_cache=False).last_hidden_state
 
-        if self.model.config._attn_implementation == "flex_attention":
-            try:
-                return run(x.block_mask(device))
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as e:
-                detail = ": " + str(e).splitlines()[0][:200] if str(e) else ""
-                warnings.warn(f"grader: FlexAttention failed here ({type(e).__name__}{detail}); grading with SDPA "
-                              "and the dense tree mask from now on", RuntimeWarning, stacklevel=4)
-                self.model.set_attn_implementation("sdpa")
-        return run(x.dense_mask().to(device))
+        return self._attending(forward)
 
     def _ask(self, q: _Questions, conversations, completions, names, layers: Optional[Sequence[int]]):
         """(p_yes [N, P], mass [N, P], features or None) of asking ``names`` in the packed layout;

@@ -44,7 +44,8 @@ class Packed:
         return tree_rule(self.segments[:, :, None], self.segments[:, None, :], pos[:, None], pos[None])[:, None]
 
     def block_mask(self, device):
-        """The same mask as a FlexAttention ``BlockMask`` on ``device`` (never materialised densely)."""
+        """The same mask as a FlexAttention ``BlockMask`` on ``device``: ``create_block_mask`` evaluates
+        the rule over the grid once per batch to find the empty blocks, which attention then skips."""
         from torch.nn.attention.flex_attention import create_block_mask
         seg = self.segments.to(device)
         B, T = seg.shape

@@ -113,7 +113,7 @@ def finetune(model, tok, pairs: Sequence[tuple[str, str]], cfg: SFTConfig, progr
             total += float(loss.detach()) * len(batch)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         losses.append(total / len(rows))
     if bar is not None:
         bar.close()

@@ -119,8 +119,8 @@ inline Span span_of(const bool* mask, int n) {
 // t, a_t = r_t + gamma * v' - v_t + gamma * lam * a', where v' and a' are those of the next valid
 // position (0 past the end); masked positions get 0 and carry both through.
 //
-// Rows are read and written front to back in whole vectors (streams the hardware prefetchers
-// follow; an earlier 8-row transposed scan was bound by its shuffles and strided accesses). In a
+// Rows are read and written in whole contiguous vectors, last chunk first (streams the hardware
+// prefetchers follow; an earlier 8-row transposed scan was bound by its shuffles and strided accesses). In a
 // chunk of W valid steps a_t = sum_{j >= t} c^(j - t) * delta_j + c^(W - t) * a' with c = gamma *
 // lam: a suffix scan of log2(W) shift-and-fma steps, then one fma with the carry, so the serial
 // dependence between chunks is one fma. All-masked chunks are zeros; mixed chunks (a row's end,
@@ -189,8 +189,7 @@ struct GaeScan {
         if (++k == 16) s1 += hsum<W>(p1), s2 += hsum<W>(p2), p1 = p2 = f{}, k = 0;  // <= 16 terms per float lane
       }
     });
-    if constexpr (Stats) s1 += hsum<W>(p1), s2 += hsum<W>(p2);
-    if constexpr (Stats) *sum = s1, *sumsq = s2, *count = n;
+    if constexpr (Stats) *sum = s1 + hsum<W>(p1), *sumsq = s2 + hsum<W>(p2), *count = n;
     bool finite = true;
     for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
     return finite;

@@ -42,9 +42,7 @@ void release_buffers() {
   std::lock_guard<std::mutex> hold(cache_lock);
   for (auto& c : cache) c = Cached();
 }
-void bind_buffers(pybind11::module_& m) {
-  m.def("release_buffers", &release_buffers);
-  m.def("reuse_max_bytes", [] { return kReuseMaxBytes; });
-}
+
+void bind_buffers(pybind11::module_& m) { m.def("release_buffers", &release_buffers); }
 
 }  // namespace rbr_fast

@@ -102,10 +102,9 @@ async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = 
     if not items:
         return Scored([], [])
     bodies = _bodies(items, max_body_bytes, max_items)
-    end = time.monotonic() + retry_s
+    headers, end = _headers(token), time.monotonic() + retry_s
     async with httpx.AsyncClient(timeout=timeout_s) as http:
-        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, _headers(token), end)
-                                         for _, b in bodies))
+        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end) for _, b in bodies))
     details = [d for a in answers for d in a["details"]]
     if len(details) != len(items):
         raise RuntimeError(f"{url}/score answered {len(details)} details for {len(items)} items")

@@ -110,10 +110,11 @@ def finetune(model, tok, pairs: Sequence[tuple[str, str]], cfg: SFTConfig, progr
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            total += float(loss.detach()) * len(batch)
+            step_loss = float(loss.detach())
+            total += step_loss * len(batch)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                bar.set_postfix(loss=f"{step_loss:.3f}")
         losses.append(total / len(rows))
     if bar is not None:
         bar.close()

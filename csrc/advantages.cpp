@@ -23,8 +23,8 @@ enum Kl : int64_t { K1 = 0, K2 = 1, K3 = 2 };
 // Per-row results a whole-batch reduction needs afterwards.
 struct RowStats {
   std::vector<double> sum, sumsq, kl;
-  std::vector<int64_t> count;
-  explicit RowStats(int64_t B) : sum(B, 0.0), sumsq(B, 0.0), kl(B, 0.0), count(B, 0) {}
+  std::vector<int64_t> count, end;  // end: one past the row's last valid position
+  explicit RowStats(int64_t B) : sum(B, 0.0), sumsq(B, 0.0), kl(B, 0.0), count(B, 0), end(B, 0) {}
 };
 
 template <int W>
@@ -63,44 +63,55 @@ inline int64_t last_valid(const bool* mask, int64_t T) {
 }
 
 // KL-shaped rewards of one row, a chunk at a time in any order: -kl_coef * kl(lp, ref) at valid
-// positions, plus the score at the last valid one, 0 elsewhere; it sums the KL and notes which of
-// lp (bit 0) and ref (bit 1) were NaN/inf at a valid position. The shape_rewards op stores the
-// chunks; the fused PPO path feeds them straight into the GAE scan.
+// positions, plus the score at the last valid one, 0 elsewhere; it sums the KL. The shape_rewards op
+// stores the chunks; the fused PPO path feeds them straight into the GAE scan. NaN/inf inputs are not
+// checked here: they reach the row's outputs, and only such rows are rescanned (shaped_flags).
 template <int W, typename scalar_t>
 struct RowShaper {
   using f = fvec<W>;
   const scalar_t *lp, *rf;
   const bool* mask;
-  float coef;
+  float coef, score;
   int64_t est, last;  // last: the row's last valid position, which gets the score
-  f sc, kl_acc = {};
-  ivec<W> lane, bad = {};
+  f kl_acc = {};
+  ivec<W> lane;
 
-  RowShaper(const scalar_t* lp_, const scalar_t* rf_, double score, const bool* mask_, int64_t T, float coef_,
+  RowShaper(const scalar_t* lp_, const scalar_t* rf_, double score_, const bool* mask_, int64_t T, float coef_,
             int64_t est_)
-      : lp(lp_), rf(rf_), mask(mask_), coef(coef_), est(est_), last(last_valid(mask_, T)),
-        sc(splat<W>(static_cast<float>(score))) {
+      : lp(lp_), rf(rf_), mask(mask_), coef(coef_), score(static_cast<float>(score_)), est(est_),
+        last(last_valid(mask_, T)) {
     for (int i = 0; i < W; ++i) lane[i] = i;
   }
 
-  template <typename Width>
-  f operator()(int64_t t, Width w) {
-    const ivec<W> m = load_mask<W>(mask + t, w);
-    const f l = load<W>(lp + t, w), r = load<W>(rf + t, w);
-    const f kl = keep<W>(m, kl_lanes<W>(l, r, est));
+  // The chunk at t; All: every lane is valid (known from the mask already, so it is not read again).
+  template <typename Width, bool All>
+  f operator()(int64_t t, Width w, std::bool_constant<All>) {
+    f kl = kl_lanes<W>(load<W>(lp + t, w), load<W>(rf + t, w), est);
+    if constexpr (!All) kl = keep<W>(load_mask<W>(mask + t, w), kl);
     kl_acc += kl;
-    bad |= m & ((nonfinite<W>(l) & 1) | (nonfinite<W>(r) & 2));
-    // a lane compare, not rew[last - t] +=: indexing a vector by a variable sends it to memory
-    return -coef * kl + keep<W>(lane == static_cast<int>(last - t), sc);
+    f r = -coef * kl;
+    // a lane compare in the one chunk that holds the score, not r[last - t] +=: indexing a vector by a
+    // variable sends it to memory
+    if (static_cast<uint64_t>(last - t) < static_cast<uint64_t>(W))
+      r += keep<W>(lane == static_cast<int>(last - t), splat<W>(score));
+    return r;
   }
 
   double kl_sum() const { return hsum<W>(kl_acc); }
-  int32_t flags() const {
-    int32_t word = 0;
-    for (int i = 0; i < W; ++i) word |= bad[i];
-    return word;
-  }
 };
+
+// Flag bits of a shaped row whose outputs came out non-finite: lp (bit 0) and ref (bit 1) NaN/inf at a
+// valid position. Finite inputs can still overflow (k3 of a huge gap), which is not flagged.
+template <typename scalar_t>
+int32_t shaped_flags(const scalar_t* lp, const scalar_t* rf, const bool* mask, int64_t T) {
+  return nonfinite_at_valid(lp, mask, T) | nonfinite_at_valid(rf, mask, T) << 1;
+}
+
+// `end` rounded up to whole chunks of W, at most T.
+template <int W>
+inline int64_t whole_chunks(int64_t end, int64_t T) {
+  return std::min(T, (end + W - 1) / W * W);
+}
 
 // What a chunk of n (<= W) mask bytes holds: none valid, all W valid, or a mix (or a short tail).
 enum class Span { None, All, Mixed };
@@ -148,29 +159,34 @@ struct GaeScan {
     return x;
   }
 
-  // One row; rewards(t, w) gives the rewards of a chunk as lanes (loaded, or shaped on the fly).
-  // When Stats, the sum, sum of squares and count of its advantages (for whitening). Returns
-  // whether every advantage came out finite.
+  // One row whose valid positions all lie before `end`; rewards(t, w, all) gives the rewards of a chunk
+  // as lanes (loaded, or shaped on the fly; all: std::true_type when every lane is valid). Its count of
+  // valid positions goes to `count` (if given) and, when Stats, the sum and sum of squares of its
+  // advantages to `sum` and `sumsq` (for whitening). Returns whether every advantage came out finite.
   template <bool Stats, typename Rewards, typename scalar_t>
   bool row(Rewards& rewards, const scalar_t* val, const bool* mask, scalar_t* adv, scalar_t* ret, int64_t T,
-           double* sum, double* sumsq, int64_t* count) const {
+           int64_t end, double* sum, double* sumsq, int64_t* count) const {
+    // the padding after the last valid chunk (half of a typical batch) is zeros, stored without a scan
+    const int64_t live = whole_chunks<W>(end, T);
+    std::memset(adv + live, 0, (T - live) * sizeof(scalar_t));
+    std::memset(ret + live, 0, (T - live) * sizeof(scalar_t));
     f next_v = {}, last = {};  // the carries, in every lane: a scalar would go through memory each chunk
     f poison = {};  // NaN in the lanes whose advantage went non-finite at a valid position
     f p1 = {}, p2 = {};
     double s1 = 0, s2 = 0;
     int64_t n = 0;
     int64_t k = 0;  // chunks since the stats were last flushed
-    for_chunks_backward<W>(T, [&](int64_t t0, auto w) {
+    for_chunks_backward<W>(live, [&](int64_t t0, auto w) {
       const Span span = span_of<W>(mask + t0, w);
       f a = {}, q = {};
       if (span == Span::All) {
-        const f v = load<W>(val + t0, W), r = rewards(t0, w);
+        const f v = load<W>(val + t0, W), r = rewards(t0, w, std::true_type{});
         a = suffix_scan(r + gamma * shift_in<1, W>(v, next_v) - v) + cpow * last;
         q = a + v;
         last = lane0<W>(a), next_v = lane0<W>(v), n += W;
       } else if (span == Span::Mixed) {
         float as[W] = {}, qs[W] = {}, rs[W];  // arrays, not lanes: a vector indexed by a variable lives in memory
-        const f r = rewards(t0, w);
+        const f r = rewards(t0, w, std::false_type{});
         std::memcpy(rs, &r, sizeof rs);
         float l = last[0], nv = next_v[0];
         for (int i = w - 1; i >= 0; --i) {
@@ -183,13 +199,15 @@ struct GaeScan {
         last = splat<W>(l), next_v = splat<W>(nv);
       }
       store<W>(adv + t0, a, w), store<W>(ret + t0, q, w);
+      if (span == Span::None) return;
       poison += a * 0.f;  // 0 for finite values, NaN for NaN/inf
       if constexpr (Stats) {
         p1 += a, p2 += a * a;
         if (++k == 16) s1 += hsum<W>(p1), s2 += hsum<W>(p2), p1 = p2 = f{}, k = 0;  // <= 16 terms per float lane
       }
     });
-    if constexpr (Stats) *sum = s1 + hsum<W>(p1), *sumsq = s2 + hsum<W>(p2), *count = n;
+    if constexpr (Stats) *sum = s1 + hsum<W>(p1), *sumsq = s2 + hsum<W>(p2);
+    if (count) *count = n;
     bool finite = true;
     for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
     return finite;
@@ -197,8 +215,9 @@ struct GaeScan {
 };
 
 // GAE over all rows, split across threads. When Shaped (the fused PPO path), `rew` and `ref` are
-// the policy and reference log-probs, and each chunk's KL-shaped rewards go straight into the scan.
-template <typename scalar_t, bool Shaped>
+// the policy and reference log-probs, and each chunk's KL-shaped rewards go straight into the scan;
+// Stats: the per-row moments for whitening.
+template <typename scalar_t, bool Shaped, bool Stats>
 void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, const scalar_t* val, const bool* mask,
               scalar_t* adv, scalar_t* ret, int64_t B, int64_t T, float gamma, float lam, float kl_coef, int64_t est,
               int32_t* flags, RowStats* st) {
@@ -211,21 +230,33 @@ void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, con
         const int64_t o = b * T;
         if constexpr (Shaped) {
           RowShaper<W, scalar_t> shaper(rew + o, ref + o, score[b], mask + o, T, kl_coef, est);
-          const bool finite = scan.template row<true>(shaper, val + o, mask + o, adv + o, ret + o, T, &st->sum[b],
-                                                      &st->sumsq[b], &st->count[b]);
-          st->kl[b] = shaper.kl_sum();
-          // bits: lp, ref (from shaping), values; a non-finite reward comes from one of them
-          flags[b] = shaper.flags() | (finite ? 0 : nonfinite_at_valid(val + o, mask + o, T) << 2);
-        } else {
-          auto loaded = [&](int64_t t, auto w) { return load<W>(rew + o + t, w); };
           const bool finite =
-              scan.template row<false>(loaded, val + o, mask + o, adv + o, ret + o, T, nullptr, nullptr, nullptr);
+              scan.template row<Stats>(shaper, val + o, mask + o, adv + o, ret + o, T, shaper.last + 1, &st->sum[b],
+                                       &st->sumsq[b], &st->count[b]);
+          st->kl[b] = shaper.kl_sum(), st->end[b] = shaper.last + 1;
+          // bits: lp, ref, values, score; a non-finite advantage comes from one of them
+          flags[b] = (finite ? 0
+                             : shaped_flags(rew + o, ref + o, mask + o, T) |
+                                   nonfinite_at_valid(val + o, mask + o, T) << 2) |
+                     !std::isfinite(score[b]) << 3;
+        } else {
+          auto loaded = [&](int64_t t, auto w, auto) { return load<W>(rew + o + t, w); };
+          const bool finite = scan.template row<false>(loaded, val + o, mask + o, adv + o, ret + o, T,
+                                                       last_valid(mask + o, T) + 1, nullptr, nullptr, nullptr);
           flags[b] = finite ? 0
                             : nonfinite_at_valid(rew + o, mask + o, T) | nonfinite_at_valid(val + o, mask + o, T) << 1;
         }
       }
     });
   });
+}
+
+// The per-row flag words as a tensor, or None when no row is flagged (the common case: the Python
+// layer then has nothing to read back).
+std::optional<at::Tensor> flagged(const std::vector<int32_t>& flags) {
+  for (const int32_t word : flags)
+    if (word) return at::tensor(at::ArrayRef<int32_t>(flags), at::kInt);
+  return std::nullopt;
 }
 
 // mean and 1/sqrt(unbiased var + eps) of the valid entries from per-row sums (double).
@@ -239,64 +270,70 @@ std::pair<double, double> combine_moments(const RowStats& st, double eps, int64_
   return {mean, 1.0 / std::sqrt(var + eps)};
 }
 
-// y = (x - mean) * scale (+ mean) at valid positions, 0 elsewhere; y may alias x.
+// y = (x - mean) * scale (+ mean) at valid positions, 0 elsewhere; y may alias x. Positions from a
+// row's end on are masked: zeroed when zero_tail, else left as they are (zeros already).
 template <typename scalar_t>
-void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t numel, double mean, double scale,
-                  bool shift_mean) {
+void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t B, int64_t T, const RowStats& st,
+                  double mean, double scale, bool shift_mean, bool zero_tail) {
   const float fm = static_cast<float>(mean), fs = static_cast<float>(scale), back = shift_mean ? 0.f : fm;
-  const int64_t blocks = (numel + 7) / 8;
-  at::parallel_for(0, blocks, 1 << 13, [&](int64_t b0, int64_t b1) {
-    for_chunks<8>(b0 * 8, std::min(numel, b1 * 8), [&](int64_t i, auto w) {
-      const i32x8 m = load_mask<8>(mask + i, w);
-      store<8>(y + i, m ? (load<8>(x + i, w) - fm) * fs + back : f32x8{}, w);
+  at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
+    by_width([&](auto lanes) {
+      constexpr int W = decltype(lanes)::value;
+      // last row first: when x was just written by a pass over the same rows (the fused PPO path), the
+      // rows it wrote last are still in this core's cache
+      for (int64_t b = b1 - 1; b >= b0; --b) {
+        const int64_t o = b * T, end = whole_chunks<W>(st.end[b], T);  // whole chunks: no scalar tail
+        for_chunks<W>(0, end, [&](int64_t t, auto w) {
+          const ivec<W> m = load_mask<W>(mask + o + t, w);
+          store<W>(y + o + t, keep<W>(m, (load<W>(x + o + t, w) - fm) * fs + back), w);
+        });
+        if (zero_tail) std::memset(y + o + end, 0, (T - end) * sizeof(scalar_t));
+      }
     });
   });
 }
 
-at::Tensor int64_scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
-
 }  // namespace
 
-std::vector<at::Tensor> gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma,
-                            double lam, const std::optional<at::Tensor>& adv_out,
-                            const std::optional<at::Tensor>& ret_out) {
+GaeResult gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask, double gamma, double lam,
+              const std::optional<at::Tensor>& adv_out, const std::optional<at::Tensor>& ret_out) {
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype = at::promote_types(rewards.scalar_type(), values.scalar_type());
   // one dtype per kernel instance: a mixed pair is cast once (rare; both are usually the same)
   const auto r = rewards.to(out_dtype), v = values.to(out_dtype);
   auto adv = adv_out ? *adv_out : reusable_like(Slot::GaeAdvantages, v);
   auto ret = ret_out ? *ret_out : reusable_like(Slot::GaeReturns, v);
-  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  std::vector<int32_t> flags(B);
   RBR_DISPATCH(out_dtype, "rbr_fast_gae", [&] {
-    gae_rows<scalar_t, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(), mask.data_ptr<bool>(),
-                              adv.data_ptr<scalar_t>(), ret.data_ptr<scalar_t>(), B, T, gamma, lam, 0.f, 0,
-                              flags.data_ptr<int32_t>(), nullptr);
+    gae_rows<scalar_t, false, false>(r.data_ptr<scalar_t>(), nullptr, nullptr, v.data_ptr<scalar_t>(),
+                                     mask.data_ptr<bool>(), adv.data_ptr<scalar_t>(), ret.data_ptr<scalar_t>(), B, T,
+                                     gamma, lam, 0.f, 0, flags.data(), nullptr);
   });
-  return {adv, ret, flags};
+  return {adv, ret, flagged(flags)};
 }
 
-std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mask, bool shift_mean, double eps) {
+WhitenResult masked_whiten(const at::Tensor& x, const at::Tensor& mask, bool shift_mean, double eps) {
   const int64_t B = mask.size(0), T = mask.size(1);
   auto out = reusable_like(Slot::Whitened, x);
-  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  std::vector<int32_t> flags(B);
   RowStats st(B);
   int64_t n = 0;
   RBR_DISPATCH(x.scalar_type(), "rbr_fast_masked_whiten", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const bool* mp = mask.data_ptr<bool>();
-    int32_t* fp = flags.data_ptr<int32_t>();
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const scalar_t* xr = xp + b * T;
         const bool* mr = mp + b * T;
+        const int64_t end = last_valid(mr, T) + 1;
         double s1 = 0, s2 = 0;
         int64_t n = 0;
         i32x8 bad = {};
         constexpr int64_t kTile = 64;
-        for (int64_t t0 = 0; t0 < T; t0 += kTile) {  // float partials per tile, double across tiles
+        for (int64_t t0 = 0; t0 < end; t0 += kTile) {  // float partials per tile, double across tiles
           f32x8 p1 = {}, p2 = {};
           i32x8 pn = {};
-          for_chunks<8>(t0, std::min(T, t0 + kTile), [&](int64_t t, auto w) {
+          for_chunks<8>(t0, std::min(end, t0 + kTile), [&](int64_t t, auto w) {
             const i32x8 m = load_mask<8>(mr + t, w);
             const f32x8 x = load<8>(xr + t, w), xm = m ? x : f32x8{};
             p1 += xm, p2 += xm * xm, pn -= m;
@@ -306,30 +343,28 @@ std::vector<at::Tensor> masked_whiten(const at::Tensor& x, const at::Tensor& mas
         }
         int32_t word = 0;
         for (int i = 0; i < 8; ++i) word |= bad[i] & 1;
-        st.sum[b] = s1, st.sumsq[b] = s2, st.count[b] = n, fp[b] = word;
+        st.sum[b] = s1, st.sumsq[b] = s2, st.count[b] = n, st.end[b] = end, flags[b] = word;
       }
     });
     const auto [mean, scale] = combine_moments(st, eps, &n);
-    apply_whiten(xp, out.data_ptr<scalar_t>(), mp, B * T, mean, scale, shift_mean);
+    apply_whiten(xp, out.data_ptr<scalar_t>(), mp, B, T, st, mean, scale, shift_mean, true);
   });
-  return {out, int64_scalar(n), flags};
+  return {out, n, flagged(flags)};
 }
 
-std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs,
-                                      const at::Tensor& ref_logprobs, const at::Tensor& mask, double kl_coef,
-                                      int64_t kl_estimator) {
+ShapeResult shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs, const at::Tensor& ref_logprobs,
+                          const at::Tensor& mask, double kl_coef, int64_t kl_estimator) {
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype = at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype);
   const auto sc = scores.to(at::kDouble);
   auto out = reusable_like(Slot::ShapedRewards, lp);
-  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  std::vector<int32_t> flags(B);
   RBR_DISPATCH(out_dtype, "rbr_fast_shape_rewards", [&] {
     const scalar_t *lpp = lp.data_ptr<scalar_t>(), *rfp = rf.data_ptr<scalar_t>();
     const bool* mp = mask.data_ptr<bool>();
     const double* sp = sc.data_ptr<double>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    int32_t* fp = flags.data_ptr<int32_t>();
     const float coef = static_cast<float>(kl_coef);
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
       by_width([&](auto lanes) {
@@ -337,20 +372,27 @@ std::vector<at::Tensor> shape_rewards(const at::Tensor& scores, const at::Tensor
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t o = b * T;
           RowShaper<W, scalar_t> shaper(lpp + o, rfp + o, sp[b], mp + o, T, coef, kl_estimator);
-          for_chunks<W>(0, T, [&](int64_t t, auto w) { store<W>(op + o + t, shaper(t, w), w); });
-          fp[b] = shaper.flags();
+          fvec<W> poison = {};  // as in GaeScan::row: NaN where a reward came out non-finite
+          for_chunks<W>(0, T, [&](int64_t t, auto w) {
+            const fvec<W> r = shaper(t, w, std::false_type{});
+            poison += r * 0.f;
+            store<W>(op + o + t, r, w);
+          });
+          bool finite = true;
+          for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
+          // bits: lp, ref, score
+          flags[b] = (finite ? 0 : shaped_flags(lpp + o, rfp + o, mp + o, T)) | !std::isfinite(sp[b]) << 2;
         }
       });
     });
   });
-  return {out, flags};
+  return {out, flagged(flags)};
 }
 
-std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs,
-                                       const at::Tensor& ref_logprobs, const at::Tensor& values,
-                                       const at::Tensor& mask, double kl_coef, int64_t kl_estimator, double gamma,
-                                       double lam, bool whiten, double eps, const std::optional<at::Tensor>& adv_out,
-                                       const std::optional<at::Tensor>& ret_out) {
+PpoResult ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs, const at::Tensor& ref_logprobs,
+                         const at::Tensor& values, const at::Tensor& mask, double kl_coef, int64_t kl_estimator,
+                         double gamma, double lam, bool whiten, double eps, const std::optional<at::Tensor>& adv_out,
+                         const std::optional<at::Tensor>& ret_out) {
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype =
       at::promote_types(at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type()), values.scalar_type());
@@ -358,19 +400,24 @@ std::vector<at::Tensor> ppo_advantages(const at::Tensor& scores, const at::Tenso
   const auto sc = scores.to(at::kDouble);
   auto adv = adv_out ? *adv_out : reusable_like(Slot::PpoAdvantages, v);
   auto ret = ret_out ? *ret_out : reusable_like(Slot::PpoReturns, v);
-  auto flags = at::empty({B}, mask.options().dtype(at::kInt));
+  std::vector<int32_t> flags(B);
   RowStats st(B);
   int64_t n = 0;
   RBR_DISPATCH(out_dtype, "rbr_fast_ppo_advantages", [&] {
     scalar_t* ap = adv.data_ptr<scalar_t>();
-    gae_rows<scalar_t, true>(lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(),
-                             v.data_ptr<scalar_t>(), mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma,
-                             lam, kl_coef, kl_estimator, flags.data_ptr<int32_t>(), &st);
+    const auto run = [&](auto stats) {
+      gae_rows<scalar_t, true, decltype(stats)::value>(
+          lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(), v.data_ptr<scalar_t>(),
+          mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma, lam, kl_coef, kl_estimator, flags.data(),
+          &st);
+    };
+    if (whiten) run(std::true_type{});
+    else run(std::false_type{});
     const auto [mean, scale] = combine_moments(st, eps, &n);
-    if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B * T, mean, scale, true);
+    if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B, T, st, mean, scale, true, false);
   });
   auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
-  return {adv, ret, kl, int64_scalar(n), flags};
+  return {adv, ret, kl, n, flagged(flags)};
 }
 
 void bind_advantages(pybind11::module_& m) {

@@ -226,6 +226,45 @@ def test_ppo_nan_at_valid_position_raises(backend, name):
             ops.shape_rewards(torch.zeros(4, device=DEVICE), x["logprobs"], x["ref_logprobs"], m, kl_coef=0.1)
 
 
+@pytest.mark.parametrize("op", ["ppo_advantages", "shape_rewards"])
+def test_nonfinite_score_raises_even_on_an_empty_row(backend, op):
+    """A row's score is checked whatever its mask (it has no token to land on when the row is empty)."""
+    gen = torch.Generator().manual_seed(13)
+    lp, ref, v = (rand(4, 20, gen) for _ in range(3))
+    m = torch.ones(4, 20, dtype=torch.bool, device=DEVICE)
+    m[2] = False
+    s = torch.zeros(4, device=DEVICE)
+    s[2] = float("nan")
+    call = {"ppo_advantages": lambda: ops.ppo_advantages(s, lp, ref, v, m),
+            "shape_rewards": lambda: ops.shape_rewards(s, lp, ref, m, kl_coef=0.1)}[op]
+    with pytest.raises(ValueError, match=f"{op}: `scores` contains NaN or inf, first in row 2"):
+        call()
+
+
+@pytest.mark.parametrize("T", [16, 47, 64, 100])
+def test_padding_is_zero_in_dirty_out_buffers(backend, T):
+    """Rows ending anywhere (on a vector boundary, one short of it, empty, full) and out= buffers full of
+    NaN: every output is exact 0 past each row's end, as the oracle is elsewhere."""
+    gen = torch.Generator().manual_seed(14)
+    ends = sorted({0, 1, 15, 16, 17, 31, 32, T - 1, T} & set(range(T + 1)))
+    B = len(ends)
+    m = (torch.arange(T)[None] < torch.tensor(ends)[:, None]).to(DEVICE)
+    lp, ref, v, r = (rand(B, T, gen) for _ in range(4))
+    s = torch.randn(B, generator=gen).to(DEVICE)
+    for whiten in (False, True):
+        buf = tuple(torch.full((B, T), float("nan"), device=DEVICE) for _ in range(2))
+        out = ops.ppo_advantages(s, lp, ref, v, m, gamma=0.99, whiten=whiten, out=buf)
+        adv, ret, _ = oracle.ppo_advantages(f64(s), f64(lp), f64(ref), f64(v), m.cpu(), 0.05, "k1", 0.99, 0.95,
+                                            whiten, 1e-8)
+        assert rel_err(out.advantages, adv, m) < 2e-5 and rel_err(out.returns, ret, m) < 2e-5
+    buf = tuple(torch.full((B, T), float("nan"), device=DEVICE) for _ in range(2))
+    a, rt = ops.gae(r, v, m, gamma=0.99, out=buf)
+    want_a, want_r = oracle.gae(f64(r), f64(v), m.cpu(), 0.99, 0.95)
+    assert rel_err(a, want_a, m) < 2e-5 and rel_err(rt, want_r, m) < 2e-5
+    x = rand(B, T, gen)
+    assert rel_err(ops.masked_whiten(x, m), oracle.whiten(f64(x), m.cpu(), True, 1e-8), m) < 2e-5
+
+
 @pytest.mark.parametrize("whiten", [False, True])
 def test_long_rows_cross_tiles(backend, whiten):
     """Rows longer than one kernel tile (1024 on Triton), holes across tile edges: the carried state

@@ -176,13 +176,15 @@ def test_one_host_read_per_call(monkeypatch):
     logits, labels = torch.randn(B * 4, V, generator=g), torch.randint(0, V, (B * 4,), generator=g)
     hidden = torch.randn(B * 4, H, generator=g, requires_grad=True)
     weight = torch.randn(V, H, generator=g)
+    # the C++ advantage kernels sum their checks up themselves: nothing is left to read back
+    summed = 0 if ops.backend_name("cpu") == "cpp" else 1
     calls = _count_host_reads(monkeypatch)
-    for run in (lambda: ops.gae(x["r"], x["v"], m),
-                lambda: ops.ppo_advantages(s, x["lp"], x["ref"], x["v"], m),
-                lambda: ops.masked_whiten(x["r"], m),
-                lambda: ops.shape_rewards(s, x["lp"], x["ref"], m, kl_coef=0.1),
-                lambda: ops.token_logprobs(logits, labels),
-                lambda: ops.fused_linear_token_logprobs(hidden, weight, labels, chunk_size=5)):
+    for run, reads in ((lambda: ops.gae(x["r"], x["v"], m), summed),
+                       (lambda: ops.ppo_advantages(s, x["lp"], x["ref"], x["v"], m), summed),
+                       (lambda: ops.masked_whiten(x["r"], m), summed),
+                       (lambda: ops.shape_rewards(s, x["lp"], x["ref"], m, kl_coef=0.1), summed),
+                       (lambda: ops.token_logprobs(logits, labels), 1),
+                       (lambda: ops.fused_linear_token_logprobs(hidden, weight, labels, chunk_size=5), 1)):
         calls.clear()
         run()
-        assert len(calls) == 1, calls  # the one read of Checks.done()
+        assert len(calls) == reads, calls  # the one read of Checks.done(), if any

@@ -26,7 +26,9 @@ same functions, taking validated, contiguous, same-device tensors:
 
 ``flags`` is int32, one word per row; the bits are listed in each op's ``reference.py`` (for the
 advantage ops: bit i set where the i-th per-token float input, in argument order, is NaN/inf at a
-valid position of that row). ``count`` is the number of valid positions (int64 0-d).
+valid position of that row, and the next bit where the row's score is NaN/inf). ``count`` is the
+number of valid positions (int64 0-d). A CPU backend may hand back what it has summed up already:
+``flags`` None when no row is flagged and ``count`` a Python int, so the op reads nothing back.
 """
 from .advantages import GAEOutput, PPOAdvantages, gae, masked_whiten, ppo_advantages, release_buffers, shape_rewards
 from .dispatch import backend_name

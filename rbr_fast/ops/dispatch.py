@@ -76,9 +76,16 @@ def _pick(device: torch.device) -> str:
     return "ref"
 
 
+_modules: dict[tuple[str, str], ModuleType] = {}  # (op, backend) -> module: import_module costs a few us per call
+
+
 def backend_for(device: torch.device, op: str) -> ModuleType:
     """The backend module that runs ``op`` (a package of ``rbr_fast.ops``) on tensors on ``device``."""
-    return importlib.import_module(f"rbr_fast.ops.{op}.{MODULES[_pick(device)]}")
+    key = (op, _pick(device))
+    module = _modules.get(key)
+    if module is None:
+        module = _modules[key] = importlib.import_module(f"rbr_fast.ops.{op}.{MODULES[key[1]]}")
+    return module
 
 
 def backend_name(device: torch.device | str = "cpu") -> str:

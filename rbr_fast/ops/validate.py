@@ -2,7 +2,8 @@
 
 Checks that need a pass over the data (NaN/inf) are not done here: the kernels report bad values
 through a per-row flag word, which ``raise_on_flags`` turns into the op's error. Checks of values
-on the device are collected in ``Checks`` and read back with one host sync per call.
+on the device are collected in ``Checks`` and read back with one host sync per call; a CPU kernel
+that has summed them up already (flags None, a count as an int) costs no read at all.
 """
 from __future__ import annotations
 
@@ -66,20 +67,22 @@ class Checks:
         self._bad: list[torch.Tensor] = []
         self._fail: list[Callable[[], None]] = []
 
-    def add(self, bad: torch.Tensor, fail: Callable[[], None]) -> None:
-        self._bad.append(bad.reshape(()))
+    def add(self, bad: torch.Tensor | bool, fail: Callable[[], None]) -> None:
+        """``bad``: a 0-d bool tensor, or a bool the host knows already (a CPU kernel's summary)."""
+        if bad is False:
+            return
+        self._bad.append(bad if bad is True else bad.reshape(()))
         self._fail.append(fail)
 
-    def flags(self, flags: torch.Tensor, bits, note: str = "") -> None:
-        """A kernel's per-row flag word (see ``raise_on_flags``)."""
-        self.add((flags & ((1 << len(bits)) - 1)).any(), lambda: raise_on_flags(self.op, flags, bits, note))
-
-    def finite(self, name: str, x: torch.Tensor) -> None:
-        self.add(~torch.isfinite(x).all(), lambda: finite_tensor(self.op, name, x))
+    def flags(self, flags: torch.Tensor | None, bits, note: str = "") -> None:
+        """A kernel's per-row flag word (see ``raise_on_flags``); None: the kernel flagged no row."""
+        if flags is not None:
+            self.add((flags & ((1 << len(bits)) - 1)).any(), lambda: raise_on_flags(self.op, flags, bits, note))
 
     def done(self) -> None:
         """Raise the first failing check's error, in the order the checks were added."""
-        if not self._bad or not bool(torch.stack(self._bad).any()):
+        pending = [b for b in self._bad if b is not True]
+        if len(pending) == len(self._bad) and (not pending or not bool(torch.stack(pending).any())):
             return
         for bad, fail in zip(self._bad, self._fail):
             if bool(bad):

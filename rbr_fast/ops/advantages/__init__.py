@@ -56,9 +56,11 @@ def _contig(*xs: torch.Tensor):
     return tuple(x.contiguous() for x in xs)
 
 
-def _nonfinite(checks: validate.Checks, flags: torch.Tensor, *names: str) -> validate.Checks:
-    """Bit i of the kernels' flag word: ``names[i]`` is NaN/inf at a valid position of that row."""
-    checks.flags(flags, [(n, validate.NONFINITE_AT_VALID) for n in names], note="; masked positions are ignored")
+def _nonfinite(checks: validate.Checks, flags, *names: str, scores: bool = False) -> validate.Checks:
+    """Bit i of the kernels' flag word: ``names[i]`` is NaN/inf at a valid position of that row; with
+    ``scores``, the next bit: the row's score is NaN/inf. ``flags`` None: no row flagged."""
+    bits = [(n, validate.NONFINITE_AT_VALID) for n in names] + ([("scores", "NaN or inf")] if scores else [])
+    checks.flags(flags, bits, note="; masked positions are ignored")
     return checks
 
 
@@ -140,9 +142,7 @@ def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     kl_estimator = validate.choice(op, "kl_estimator", kl_estimator, KL_ESTIMATORS)
     out, flags = backend_for(mask.device, "advantages").shape_rewards(
         *_contig(scores, logprobs, ref_logprobs, mask), kl_coef, kl_estimator)
-    checks = validate.Checks(op)
-    checks.finite("scores", scores)
-    _nonfinite(checks, flags, "logprobs", "ref_logprobs").done()
+    _nonfinite(validate.Checks(op), flags, "logprobs", "ref_logprobs", scores=True).done()
     return out
 
 
@@ -173,9 +173,7 @@ def ppo_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: t
     adv, ret, kl, count, flags = backend_for(mask.device, "advantages").ppo_advantages(
         *_contig(scores, logprobs, ref_logprobs, values, mask), kl_coef, kl_estimator, gamma, lam, bool(whiten), eps,
         out)
-    checks = validate.Checks(op)
-    checks.finite("scores", scores)
-    _nonfinite(checks, flags, "logprobs", "ref_logprobs", "values")
+    checks = _nonfinite(validate.Checks(op), flags, "logprobs", "ref_logprobs", "values", scores=True)
     if whiten:
         _count(checks, count)
     checks.done()

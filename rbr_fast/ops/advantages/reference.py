@@ -21,6 +21,11 @@ def _nonfinite_flags(mask: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
     return flags
 
 
+def _nonfinite_scores(scores: torch.Tensor) -> torch.Tensor:
+    """int32 [B]: 1 where a row's score is NaN/inf (whatever its mask)."""
+    return (~torch.isfinite(scores)).to(torch.int32)
+
+
 def _into(out, *results):
     """The results, or copied into the caller's ``out`` tensors (the contract of every backend)."""
     if out is None:
@@ -99,12 +104,13 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estim
     rew = -kl_coef * kl + torch.where(_last_valid_onehot(mask), scores.float()[:, None], 0.0)
     rew = torch.where(mask, rew, 0.0)
     out = torch.promote_types(logprobs.dtype, ref_logprobs.dtype)
-    return rew.to(out), _nonfinite_flags(mask, logprobs, ref_logprobs)
+    return rew.to(out), _nonfinite_flags(mask, logprobs, ref_logprobs) | _nonfinite_scores(scores) << 2
 
 
 def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, kl_estimator: str,
                    gamma: float, lam: float, whiten: bool, eps: float, out=None):
     rew, f1 = shape_rewards(scores, logprobs.float(), ref_logprobs.float(), mask, kl_coef, kl_estimator)
+    f1 &= 3
     adv, ret, f2 = gae(rew, values.float(), mask, gamma, lam)
     kl = torch.where(mask, kl_penalty(logprobs.float(), ref_logprobs.float(), kl_estimator), 0.0)
     n = mask.sum().to(torch.int64)
@@ -112,5 +118,5 @@ def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float,
         n, mean, var = _moments(adv, mask)
         adv = _whiten_apply(adv, mask, mean, var, True, eps)
     dtype = torch.promote_types(torch.promote_types(logprobs.dtype, ref_logprobs.dtype), values.dtype)
-    flags = f1 | ((f2 >> 1) << 2)  # bits: logprobs, ref_logprobs, values
+    flags = f1 | ((f2 >> 1) << 2) | _nonfinite_scores(scores) << 3  # bits: logprobs, ref_logprobs, values, scores
     return *_into(out, adv.to(dtype), ret.to(dtype)), kl.sum(dim=1).float(), n.to(torch.int64), flags

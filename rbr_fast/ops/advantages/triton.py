@@ -26,6 +26,11 @@ def _nonfinite(x, m):
 
 
 @triton.jit
+def _nonfinite_scalar(x):
+    return ((x != x) | (tl.abs(x) == float("inf"))).to(tl.int32)
+
+
+@triton.jit
 def _kl(lp, ref, ESTIMATOR: tl.constexpr):
     d = lp - ref
     if ESTIMATOR == 0:
@@ -64,6 +69,7 @@ def _gae_kernel(r_ptr, v_ptr, m_ptr, score_ptr, lp_ptr, ref_ptr, adv_ptr, ret_pt
     bad = tl.zeros((), tl.int32)
     if SHAPED:
         score = tl.load(score_ptr + row).to(tl.float32)
+        bad |= _nonfinite_scalar(score) << 3
     n_tiles = tl.cdiv(T, BLOCK)
     for k in range(n_tiles):
         start = (n_tiles - 1 - k) * BLOCK
@@ -173,7 +179,7 @@ def _shape_rewards_kernel(score_ptr, lp_ptr, ref_ptr, m_ptr, out_ptr, flags_ptr,
         m = (tl.load(m_ptr + base + t, mask=t < T, other=0) != 0) & (t < T)
         lastpos = tl.maximum(lastpos, tl.max(tl.where(m, t, -1), axis=0))
     score = tl.load(score_ptr + row).to(tl.float32)
-    bad = tl.zeros((), tl.int32)
+    bad = _nonfinite_scalar(score) << 2
     for start in range(0, T, BLOCK):
         t = start + idx
         inb = t < T

@@ -201,6 +201,14 @@ def test_local_server_reward_options_are_checked():
         RBRServerReward("local", token="t")
     with pytest.raises(TypeError, match=r"unknown rbr_fast reward option\(s\) \['modle'\]"):
         RBRServerReward("local", modle="x")
+    # values too, before any server starts (it would fail only in its log, at the first reward call)
+    for bad, message in (({"reasoning": "maybe"}, "reasoning must be 'strip'"),
+                         ({"max_batch": 0}, "max_batch=0: must be a number >= 1"),
+                         ({"max_wait_ms": "x"}, "max_wait_ms='x': must be a number >= 0"),
+                         ({"weights": "/no/such.json"}, "/no/such.json: cannot read the weights"),
+                         ({"spec": "/no/spec.yaml"}, "/no/spec.yaml: cannot read the spec")):
+        with pytest.raises(ValueError, match=message):
+            RBRServerReward("local", **bad)
 
 
 @pytest.mark.skipif(not HAS_TRL, reason="trl is not installed (pip install trl)")

@@ -146,3 +146,37 @@ def test_the_server_grades_answers_and_reads_labels(lazy_reward):
     assert [d["reward"] for d in strip.details] == pytest.approx(plain, abs=2e-5)
     assert max(abs(d["reward"] - w) for d, w in zip(keep.details, plain)) > 1e-3
     assert [d["reward"] for d in labelled.details] == pytest.approx(plain, abs=2e-5)  # a label naming a type is one
+
+
+def test_plain_callers_share_one_loop_and_client_across_a_restart(lazy_reward):
+    """``run_sync`` (OpenRLHF's reward threads, verl's remote-manager actors): calls from many threads
+    run on one background loop with one pooled client, and its kept-alive connections to a server that
+    restarted are retried, not fatal."""
+    from rbr_fast.integrations import client
+    port = free_port()
+    first = Server(lazy_reward, port=port)
+    items = batch(8)
+    results, errors = [None] * 8, []
+
+    def call(i):
+        try:
+            results[i] = client.run_sync(score_remote(first.url, [items[i]], retry_s=60)).details[0]["reward"]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == pytest.approx(want(lazy_reward, items), abs=2e-5)
+    background = client._background
+    shared = background.http
+    assert shared is not None and background.loop.is_running()
+    first.stop()
+    second = Server(lazy_reward, port=port)
+    try:
+        got = client.run_sync(score_remote(first.url, items[:3], retry_s=60))
+    finally:
+        second.stop()
+    assert [d["reward"] for d in got.details] == pytest.approx(want(lazy_reward, items[:3]), abs=2e-5)
+    assert client._background is background and background.http is shared

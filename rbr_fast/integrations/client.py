@@ -7,13 +7,20 @@ A batch is sent as as many ``POST /score`` requests as keep each body under the 
 request answered 503 (queue full) or lost to a connection error (server restarting, connection
 dropped) is sent again after 0.25 s, 0.5 s, 1 s, ... (at most 8 s) until ``retry_s`` seconds after
 the call began; then, or on any other answer but 200, the call raises ``RuntimeError`` in one line.
+
+Plain (blocking) callers, such as OpenRLHF's reward threads and verl's ``remote``-manager actors, go
+through ``run_sync``: one event loop per process on a daemon thread, with one pooled HTTP client,
+instead of a new loop and a new connection per sample.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import threading
 import time
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Awaitable, NamedTuple, Optional, Sequence, TypeVar
 
 MAX_BODY_BYTES = 4 << 20  # the server's default --max-body-bytes
 MAX_ITEMS = 1024  # per request: well under the server's default --max-queue (4096)
@@ -51,13 +58,54 @@ def _bodies(items: Sequence[tuple], max_body_bytes: int, max_items: int) -> list
     return [(f, b'{"items": [' + b", ".join(c) + b'], "details": true}') for f, c in out]
 
 
-async def _post(http, url: str, body: bytes, headers: dict, end: float) -> dict:
+class _Background:
+    """An event loop running on a daemon thread of this process, and its pooled HTTP client."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.http = None  # made on the loop, by its first request
+        threading.Thread(target=self.loop.run_forever, name="rbr-fast-client", daemon=True).start()
+
+
+_background: Optional[_Background] = None
+_background_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run ``coro`` (one of this module's calls) to its end from plain code, on the process's client
+    loop (started by the first call; again in a forked child), blocking the calling thread only.
+    Thread-safe; not from inside a running event loop (await the call there)."""
+    global _background
+    with _background_lock:
+        if _background is None or _background.pid != os.getpid():
+            _background = _Background()
+        loop = _background.loop
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+@contextlib.asynccontextmanager
+async def _client():
+    """The background loop's pooled client on that loop, else a client for this call."""
+    import httpx
+    bg = _background
+    if bg is not None and bg.pid == os.getpid() and asyncio.get_running_loop() is bg.loop:
+        if bg.http is None:
+            bg.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        yield bg.http
+    else:
+        async with httpx.AsyncClient() as http:
+            yield http
+
+
+async def _post(http, url: str, body: bytes, headers: dict, end: float, timeout_s: float) -> dict:
     import httpx
     tries, wait = 0, 0.25
     while True:
         tries += 1
         try:
-            r = await http.post(url, content=body, headers=headers)
+            r = await http.post(url, content=body, headers=headers, timeout=timeout_s)
             if r.status_code == 200:
                 return r.json()
             if r.status_code != 503:
@@ -85,10 +133,10 @@ async def get_reward_remote(url: str, payload: dict, token: Optional[str] = None
                             retry_s: float = RETRY_S) -> dict:
     """The server's answer to an OpenRLHF ``POST /get_reward`` body (``{"query", "prompts", "labels"}``),
     one request retried as ``score_remote``'s are."""
-    import httpx
     body = json.dumps(payload).encode()
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
-        return await _post(http, url.rstrip("/") + "/get_reward", body, _headers(token), time.monotonic() + retry_s)
+    async with _client() as http:
+        return await _post(http, url.rstrip("/") + "/get_reward", body, _headers(token), time.monotonic() + retry_s,
+                           timeout_s)
 
 
 async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = None, timeout_s: float = 300.0,
@@ -98,13 +146,13 @@ async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = 
     (its ``POST /score``), split and retried as the module docstring says, and the server spec's
     response type names. ``timeout_s``: for each HTTP request; ``retry_s``: how long after the call
     began a 503 or a connection error is still retried."""
-    import httpx
     if not items:
         return Scored([], [])
     bodies = _bodies(items, max_body_bytes, max_items)
     headers, end = _headers(token), time.monotonic() + retry_s
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
-        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end) for _, b in bodies))
+    async with _client() as http:
+        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end, timeout_s)
+                                         for _, b in bodies))
     details = [d for a in answers for d in a["details"]]
     if len(details) != len(items):
         raise RuntimeError(f"{url}/score answered {len(details)} details for {len(items)} items")

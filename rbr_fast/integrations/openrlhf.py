@@ -31,14 +31,13 @@ every proposition's P(yes). A failure raises after one ERROR line naming the cau
 (``openrlhf/utils/agent.py``) logs a reward function's exception only at INFO and leaves that
 sample's reward None, which its trainer does not handle; no reward is made up here.
 """
-import asyncio
 import logging
 import os
 from typing import Any, Optional, Sequence
 
 import torch
 
-from rbr_fast.integrations.client import get_reward_remote
+from rbr_fast.integrations.client import get_reward_remote, run_sync
 from rbr_fast.integrations.node_server import local_server
 from rbr_fast.integrations.pool import config, options, pooled
 from rbr_fast.integrations.protocol import get_reward_items, get_reward_response
@@ -54,7 +53,7 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Optional
         if os.environ.get("RBR_FAST_LOCAL_SERVER", "") not in ("", "0"):
             # the node's server reads the queries with its own policy tokenizer and spec
             url, token, _ = local_server(config(**options(kwargs)))
-            out = asyncio.run(get_reward_remote(url, payload, token))
+            out = run_sync(get_reward_remote(url, payload, token))
         else:
             pool = pooled(**options(kwargs))
             items = get_reward_items(pool.reward.spec, payload, config(**options(kwargs)).get("policy_tokenizer"))

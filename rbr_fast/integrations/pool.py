@@ -51,6 +51,16 @@ def config(**given: Any) -> dict:
     return out
 
 
+def check(cfg: dict) -> dict:
+    """``cfg`` (from ``config``) checked as far as it can be without loading the grader: reasoning, the
+    spec and weights files, the batching numbers; raises naming the bad option, else returns ``cfg``."""
+    LazyReward(**{k: v for k, v in cfg.items() if k not in ("policy_tokenizer", "max_batch", "max_wait_ms")})
+    for key, low in (("max_batch", 1), ("max_wait_ms", 0)):
+        if not isinstance(cfg[key], (int, float)) or isinstance(cfg[key], bool) or not cfg[key] >= low:
+            raise ValueError(f"rbr_fast reward option {key}={cfg[key]!r}: must be a number >= {low}")
+    return cfg
+
+
 def pooled(**given: Any) -> Pooled:
     """This process's pooled reward for the configuration (see ``config``), made on first use."""
     cfg = config(**given)

@@ -33,7 +33,7 @@ from ..reward import reward_metrics
 from .client import MAX_BODY_BYTES, RETRY_S, score_remote
 from .lazy_reward import LazyReward
 from .node_server import local_server
-from .pool import config
+from .pool import check, config
 
 
 class RBRReward(LazyReward):
@@ -135,7 +135,7 @@ def RBRServerReward(url: str, token: Optional[str] = None, timeout_s: float = 30
     if url == "local":
         if token is not None:
             raise TypeError("RBRServerReward('local') starts its own server with its own token; do not pass token")
-        config(**options)  # an unknown option fails here, not at the first reward call
+        check(config(**options))  # an unknown or bad option fails here, not in the server's log at the first call
     elif options:
         raise TypeError(f"RBRServerReward: reward options {sorted(options)} apply only with url='local' (a running "
                         "server uses the options it was started with)")

@@ -43,7 +43,7 @@ import logging
 import math
 from typing import Any, Optional
 
-from rbr_fast.integrations.client import RETRY_S, score_remote
+from rbr_fast.integrations.client import RETRY_S, run_sync, score_remote
 from rbr_fast.integrations.items import as_type, check_item, p_ideal, sample_log_names, sample_logs
 from rbr_fast.integrations.node_server import local_server
 from rbr_fast.integrations.pool import ENV, config, options, pooled
@@ -138,14 +138,14 @@ async def compute_score(data_source: Any = None, solution_str: Any = None, groun
 def compute_score_sync(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
                        extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
     """``compute_score`` for callers that need a plain function (blocks its thread; thread-safe; with
-    ``server_url``, one event loop per call, so not from inside a running loop)."""
+    ``server_url``, on the process's client loop (``client.run_sync``), so not from inside a running loop)."""
     try:
         _check_options(kwargs)
         if kwargs.get("server_url"):
             if _running_loop():
                 raise ValueError("compute_score_sync was called inside a running event loop: use the coroutine "
                                  "compute_score (name=compute_score)")
-            return _result(asyncio.run(_remote(kwargs, _item(solution_str, ground_truth, extra_info))).details[0])
+            return _result(run_sync(_remote(kwargs, _item(solution_str, ground_truth, extra_info))).details[0])
         pool = pooled(**options(kwargs))
     except Exception as e:
         return _failed(data_source, e)

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>  // the binding's tensor casters (not all of torch/extension.h)
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -251,6 +252,17 @@ void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, con
   });
 }
 
+// The per-row scores as doubles (any float dtype), without a tensor op: a call's fixed cost matters at
+// small batches.
+std::vector<double> scores_of(const at::Tensor& scores) {
+  std::vector<double> out(scores.size(0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "rbr_fast_scores", [&] {
+    const scalar_t* p = scores.data_ptr<scalar_t>();
+    for (size_t b = 0; b < out.size(); ++b) out[b] = static_cast<double>(p[b]);
+  });
+  return out;
+}
+
 // The per-row flag words as a tensor, or None when no row is flagged (the common case: the Python
 // layer then has nothing to read back).
 std::optional<at::Tensor> flagged(const std::vector<int32_t>& flags) {
@@ -282,12 +294,20 @@ void apply_whiten(const scalar_t* x, scalar_t* y, const bool* mask, int64_t B, i
       // last row first: when x was just written by a pass over the same rows (the fused PPO path), the
       // rows it wrote last are still in this core's cache
       for (int64_t b = b1 - 1; b >= b0; --b) {
-        const int64_t o = b * T, end = whole_chunks<W>(st.end[b], T);  // whole chunks: no scalar tail
-        for_chunks<W>(0, end, [&](int64_t t, auto w) {
-          const ivec<W> m = load_mask<W>(mask + o + t, w);
-          store<W>(y + o + t, keep<W>(m, (load<W>(x + o + t, w) - fm) * fs + back), w);
-        });
-        if (zero_tail) std::memset(y + o + end, 0, (T - end) * sizeof(scalar_t));
+        const int64_t o = b * T;
+        int64_t stop = st.end[b];
+        if (st.count[b] == stop) {  // every position before the row's end is valid: no mask to read
+          for_chunks<W>(0, stop, [&](int64_t t, auto w) {
+            store<W>(y + o + t, (load<W>(x + o + t, w) - fm) * fs + back, w);
+          });
+        } else {
+          stop = whole_chunks<W>(stop, T);  // whole chunks: no scalar tail
+          for_chunks<W>(0, stop, [&](int64_t t, auto w) {
+            const ivec<W> m = load_mask<W>(mask + o + t, w);
+            store<W>(y + o + t, keep<W>(m, (load<W>(x + o + t, w) - fm) * fs + back), w);
+          });
+        }
+        if (zero_tail) std::memset(y + o + stop, 0, (T - stop) * sizeof(scalar_t));
       }
     });
   });
@@ -357,13 +377,13 @@ ShapeResult shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs, 
   const int64_t B = mask.size(0), T = mask.size(1);
   const auto out_dtype = at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype);
-  const auto sc = scores.to(at::kDouble);
+  const auto sc = scores_of(scores);
   auto out = reusable_like(Slot::ShapedRewards, lp);
   std::vector<int32_t> flags(B);
   RBR_DISPATCH(out_dtype, "rbr_fast_shape_rewards", [&] {
     const scalar_t *lpp = lp.data_ptr<scalar_t>(), *rfp = rf.data_ptr<scalar_t>();
     const bool* mp = mask.data_ptr<bool>();
-    const double* sp = sc.data_ptr<double>();
+    const double* sp = sc.data();
     scalar_t* op = out.data_ptr<scalar_t>();
     const float coef = static_cast<float>(kl_coef);
     at::parallel_for(0, B, std::max<int64_t>(1, 65536 / T), [&](int64_t b0, int64_t b1) {
@@ -397,7 +417,7 @@ PpoResult ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs, c
   const auto out_dtype =
       at::promote_types(at::promote_types(logprobs.scalar_type(), ref_logprobs.scalar_type()), values.scalar_type());
   const auto lp = logprobs.to(out_dtype), rf = ref_logprobs.to(out_dtype), v = values.to(out_dtype);
-  const auto sc = scores.to(at::kDouble);
+  const auto sc = scores_of(scores);
   auto adv = adv_out ? *adv_out : reusable_like(Slot::PpoAdvantages, v);
   auto ret = ret_out ? *ret_out : reusable_like(Slot::PpoReturns, v);
   std::vector<int32_t> flags(B);
@@ -407,7 +427,7 @@ PpoResult ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs, c
     scalar_t* ap = adv.data_ptr<scalar_t>();
     const auto run = [&](auto stats) {
       gae_rows<scalar_t, true, decltype(stats)::value>(
-          lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data_ptr<double>(), v.data_ptr<scalar_t>(),
+          lp.data_ptr<scalar_t>(), rf.data_ptr<scalar_t>(), sc.data(), v.data_ptr<scalar_t>(),
           mask.data_ptr<bool>(), ap, ret.data_ptr<scalar_t>(), B, T, gamma, lam, kl_coef, kl_estimator, flags.data(),
           &st);
     };
@@ -416,7 +436,8 @@ PpoResult ppo_advantages(const at::Tensor& scores, const at::Tensor& logprobs, c
     const auto [mean, scale] = combine_moments(st, eps, &n);
     if (whiten) apply_whiten(ap, ap, mask.data_ptr<bool>(), B, T, st, mean, scale, true, false);
   });
-  auto kl = at::from_blob(st.kl.data(), {B}, at::kDouble).to(at::kFloat);
+  auto kl = at::empty({B}, at::kFloat);
+  std::copy(st.kl.begin(), st.kl.end(), kl.data_ptr<float>());
   return {adv, ret, kl, n, flagged(flags)};
 }
 

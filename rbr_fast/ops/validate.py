@@ -114,6 +114,8 @@ def outputs(op: str, out, like: torch.Tensor, dtype: torch.dtype, inputs: dict[s
 
 def number(op: str, name: str, x, *, lo: float | None = None, hi: float | None = None) -> float:
     """A finite Python/0-d number within [lo, hi]."""
+    if type(x) is float and (lo is None or x >= lo) and (hi is None or x <= hi) and math.isfinite(x):
+        return x  # the common case, before the checks that name what is wrong
     if isinstance(x, torch.Tensor):
         if x.numel() != 1:
             raise TypeError(f"{op}: `{name}` must be a number, got a tensor of {_desc(x)}")

@@ -110,7 +110,7 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estim
 def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, kl_estimator: str,
                    gamma: float, lam: float, whiten: bool, eps: float, out=None):
     rew, f1 = shape_rewards(scores, logprobs.float(), ref_logprobs.float(), mask, kl_coef, kl_estimator)
-    f1 &= 3
+    f1 &= 3  # logprobs, ref_logprobs; the scores bit goes to bit 3 below
     adv, ret, f2 = gae(rew, values.float(), mask, gamma, lam)
     kl = torch.where(mask, kl_penalty(logprobs.float(), ref_logprobs.float(), kl_estimator), 0.0)
     n = mask.sum().to(torch.int64)

@@ -239,7 +239,7 @@ void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, con
           flags[b] = (finite ? 0
                              : shaped_flags(rew + o, ref + o, mask + o, T) |
                                    nonfinite_at_valid(val + o, mask + o, T) << 2) |
-                     !std::isfinite(score[b]) << 3;
+                     !std::isfinite(static_cast<float>(score[b])) << 3;
         } else {
           auto loaded = [&](int64_t t, auto w, auto) { return load<W>(rew + o + t, w); };
           const bool finite = scan.template row<false>(loaded, val + o, mask + o, adv + o, ret + o, T,
@@ -401,7 +401,7 @@ ShapeResult shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs, 
           bool finite = true;
           for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
           // bits: lp, ref, score
-          flags[b] = (finite ? 0 : shaped_flags(lpp + o, rfp + o, mp + o, T)) | !std::isfinite(sp[b]) << 2;
+          flags[b] = (finite ? 0 : shaped_flags(lpp + o, rfp + o, mp + o, T)) | !std::isfinite(static_cast<float>(sp[b])) << 2;
         }
       });
     });

@@ -203,7 +203,9 @@ def test_local_server_reward_options_are_checked():
         RBRServerReward("local", modle="x")
     # values too, before any server starts (it would fail only in its log, at the first reward call)
     for bad, message in (({"reasoning": "maybe"}, "reasoning must be 'strip'"),
-                         ({"max_batch": 0}, "max_batch=0: must be a number >= 1"),
+                         ({"max_batch": 0}, "max_batch=0: must be an integer >= 1"),
+                         ({"max_batch": 2.5}, "max_batch=2.5: must be an integer >= 1"),
+                         ({"max_wait_ms": float("inf")}, "max_wait_ms=inf: must be a number >= 0"),
                          ({"max_wait_ms": "x"}, "max_wait_ms='x': must be a number >= 0"),
                          ({"weights": "/no/such.json"}, "/no/such.json: cannot read the weights"),
                          ({"spec": "/no/spec.yaml"}, "/no/spec.yaml: cannot read the spec")):

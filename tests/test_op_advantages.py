@@ -227,14 +227,16 @@ def test_ppo_nan_at_valid_position_raises(backend, name):
 
 
 @pytest.mark.parametrize("op", ["ppo_advantages", "shape_rewards"])
-def test_nonfinite_score_raises_even_on_an_empty_row(backend, op):
-    """A row's score is checked whatever its mask (it has no token to land on when the row is empty)."""
+@pytest.mark.parametrize("bad", [float("nan"), 1e39])
+def test_nonfinite_score_raises_even_on_an_empty_row(backend, op, bad):
+    """A row's score is checked whatever its mask (it has no token to land on when the row is empty),
+    in float32, the precision it is used in: a float64 1e39 is inf there."""
     gen = torch.Generator().manual_seed(13)
     lp, ref, v = (rand(4, 20, gen) for _ in range(3))
     m = torch.ones(4, 20, dtype=torch.bool, device=DEVICE)
     m[2] = False
-    s = torch.zeros(4, device=DEVICE)
-    s[2] = float("nan")
+    s = torch.zeros(4, dtype=torch.float64, device=DEVICE)
+    s[2] = bad
     call = {"ppo_advantages": lambda: ops.ppo_advantages(s, lp, ref, v, m),
             "shape_rewards": lambda: ops.shape_rewards(s, lp, ref, m, kl_coef=0.1)}[op]
     with pytest.raises(ValueError, match=f"{op}: `scores` contains NaN or inf, first in row 2"):

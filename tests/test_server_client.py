@@ -180,3 +180,13 @@ def test_plain_callers_share_one_loop_and_client_across_a_restart(lazy_reward):
         second.stop()
     assert [d["reward"] for d in got.details] == pytest.approx(want(lazy_reward, items[:3]), abs=2e-5)
     assert client._background is background and background.http is shared
+
+
+def test_run_sync_refuses_a_running_loop():
+    """Inside a running loop it would block that loop (or, on its own loop, wait on itself): it says so."""
+    from rbr_fast.integrations import client
+
+    async def inside():
+        with pytest.raises(RuntimeError, match="inside a running event loop: await the call instead"):
+            client.run_sync(asyncio.sleep(0))
+    asyncio.run(inside())

@@ -62,7 +62,6 @@ class _Background:
     """An event loop running on a daemon thread of this process, and its pooled HTTP client."""
 
     def __init__(self):
-        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.http = None  # made on the loop, by its first request
         threading.Thread(target=self.loop.run_forever, name="rbr-fast-client", daemon=True).start()
@@ -73,13 +72,30 @@ _background_lock = threading.Lock()
 T = TypeVar("T")
 
 
+def _forget_in_child() -> None:
+    """A forked child has no loop thread, and the lock may have been held by a thread it does not have."""
+    global _background, _background_lock
+    _background, _background_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def run_sync(coro: Awaitable[T]) -> T:
     """Run ``coro`` (one of this module's calls) to its end from plain code, on the process's client
     loop (started by the first call; again in a forked child), blocking the calling thread only.
-    Thread-safe; not from inside a running event loop (await the call there)."""
+    Thread-safe. Not from inside a running event loop: it would block that loop (await the call there)."""
     global _background
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise RuntimeError("run_sync was called inside a running event loop: await the call instead")
     with _background_lock:
-        if _background is None or _background.pid != os.getpid():
+        if _background is None:
             _background = _Background()
         loop = _background.loop
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -90,7 +106,7 @@ async def _client():
     """The background loop's pooled client on that loop, else a client for this call."""
     import httpx
     bg = _background
-    if bg is not None and bg.pid == os.getpid() and asyncio.get_running_loop() is bg.loop:
+    if bg is not None and asyncio.get_running_loop() is bg.loop:
         if bg.http is None:
             bg.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         yield bg.http
@@ -151,8 +167,15 @@ async def score_remote(url: str, items: Sequence[tuple], token: Optional[str] = 
     bodies = _bodies(items, max_body_bytes, max_items)
     headers, end = _headers(token), time.monotonic() + retry_s
     async with _client() as http:
-        answers = await asyncio.gather(*(_post(http, url.rstrip("/") + "/score", b, headers, end, timeout_s)
-                                         for _, b in bodies))
+        tasks = [asyncio.ensure_future(_post(http, url.rstrip("/") + "/score", b, headers, end, timeout_s))
+                 for _, b in bodies]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except BaseException:  # the other requests stop too (on a shared client they would retry on)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     details = [d for a in answers for d in a["details"]]
     if len(details) != len(items):
         raise RuntimeError(f"{url}/score answered {len(details)} details for {len(items)} items")

@@ -11,6 +11,7 @@ variables (OpenRLHF passes none) over the defaults.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any, NamedTuple
@@ -55,9 +56,11 @@ def check(cfg: dict) -> dict:
     """``cfg`` (from ``config``) checked as far as it can be without loading the grader: reasoning, the
     spec and weights files, the batching numbers; raises naming the bad option, else returns ``cfg``."""
     LazyReward(**{k: v for k, v in cfg.items() if k not in ("policy_tokenizer", "max_batch", "max_wait_ms")})
-    for key, low in (("max_batch", 1), ("max_wait_ms", 0)):
-        if not isinstance(cfg[key], (int, float)) or isinstance(cfg[key], bool) or not cfg[key] >= low:
-            raise ValueError(f"rbr_fast reward option {key}={cfg[key]!r}: must be a number >= {low}")
+    for key, kinds, low in (("max_batch", int, 1), ("max_wait_ms", (int, float), 0)):
+        x = cfg[key]
+        if not isinstance(x, kinds) or isinstance(x, bool) or not low <= x < math.inf:
+            raise ValueError(f"rbr_fast reward option {key}={x!r}: must be a{'n integer' if kinds is int else ' number'} "
+                             f">= {low}")
     return cfg
 
 

@@ -74,7 +74,7 @@ def _nonfinite(checks: validate.Checks, flags, *names: str, scores: bool = False
     """Bit i of the kernels' flag word: ``names[i]`` is NaN/inf at a valid position of that row; with
     ``scores``, the next bit: the row's score is NaN/inf. ``flags`` None: no row flagged."""
     bits = [(n, validate.NONFINITE_AT_VALID) for n in names] + ([("scores", "NaN or inf")] if scores else [])
-    checks.flags(flags, bits, note="; masked positions are ignored")
+    checks.flags(flags, bits)  # the per-token "what" says that only valid positions count; scores always do
     return checks
 
 

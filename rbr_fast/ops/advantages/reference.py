@@ -22,8 +22,8 @@ def _nonfinite_flags(mask: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
 
 
 def _nonfinite_scores(scores: torch.Tensor) -> torch.Tensor:
-    """int32 [B]: 1 where a row's score is NaN/inf (whatever its mask)."""
-    return (~torch.isfinite(scores)).to(torch.int32)
+    """int32 [B]: 1 where a row's score is NaN/inf in float32, the precision it is used in (whatever its mask)."""
+    return (~torch.isfinite(scores.float())).to(torch.int32)
 
 
 def _into(out, *results):

@@ -101,6 +101,22 @@ struct RowShaper {
   double kl_sum() const { return hsum<W>(kl_acc); }
 };
 
+// Whether any of a row's outputs came out NaN/inf: fed chunk by chunk, read once at the row's end
+// (what decides whether the row's inputs are rescanned for the culprit).
+template <int W>
+struct Poison {
+  fvec<W> acc = {};  // NaN in the lanes where an output was NaN/inf
+  void add(fvec<W> x) { acc += x * 0.f; }  // 0 for finite values, NaN for NaN/inf
+  bool clean() const {
+    bool finite = true;
+    for (int i = 0; i < W; ++i) finite &= acc[i] == acc[i];
+    return finite;
+  }
+};
+
+// A row's score is checked in float32, the precision it is used in, whatever the row's mask.
+inline int32_t bad_score(double score) { return !std::isfinite(static_cast<float>(score)); }
+
 // Flag bits of a shaped row whose outputs came out non-finite: lp (bit 0) and ref (bit 1) NaN/inf at a
 // valid position. Finite inputs can still overflow (k3 of a huge gap), which is not flagged.
 template <typename scalar_t>
@@ -172,7 +188,7 @@ struct GaeScan {
     std::memset(adv + live, 0, (T - live) * sizeof(scalar_t));
     std::memset(ret + live, 0, (T - live) * sizeof(scalar_t));
     f next_v = {}, last = {};  // the carries, in every lane: a scalar would go through memory each chunk
-    f poison = {};  // NaN in the lanes whose advantage went non-finite at a valid position
+    Poison<W> poison;  // of the advantages at valid positions
     f p1 = {}, p2 = {};
     double s1 = 0, s2 = 0;
     int64_t n = 0;
@@ -201,7 +217,7 @@ struct GaeScan {
       }
       store<W>(adv + t0, a, w), store<W>(ret + t0, q, w);
       if (span == Span::None) return;
-      poison += a * 0.f;  // 0 for finite values, NaN for NaN/inf
+      poison.add(a);
       if constexpr (Stats) {
         p1 += a, p2 += a * a;
         if (++k == 16) s1 += hsum<W>(p1), s2 += hsum<W>(p2), p1 = p2 = f{}, k = 0;  // <= 16 terms per float lane
@@ -209,9 +225,7 @@ struct GaeScan {
     });
     if constexpr (Stats) *sum = s1 + hsum<W>(p1), *sumsq = s2 + hsum<W>(p2);
     if (count) *count = n;
-    bool finite = true;
-    for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
-    return finite;
+    return poison.clean();
   }
 };
 
@@ -239,7 +253,7 @@ void gae_rows(const scalar_t* rew, const scalar_t* ref, const double* score, con
           flags[b] = (finite ? 0
                              : shaped_flags(rew + o, ref + o, mask + o, T) |
                                    nonfinite_at_valid(val + o, mask + o, T) << 2) |
-                     !std::isfinite(static_cast<float>(score[b])) << 3;
+                     bad_score(score[b]) << 3;
         } else {
           auto loaded = [&](int64_t t, auto w, auto) { return load<W>(rew + o + t, w); };
           const bool finite = scan.template row<false>(loaded, val + o, mask + o, adv + o, ret + o, T,
@@ -392,16 +406,14 @@ ShapeResult shape_rewards(const at::Tensor& scores, const at::Tensor& logprobs, 
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t o = b * T;
           RowShaper<W, scalar_t> shaper(lpp + o, rfp + o, sp[b], mp + o, T, coef, kl_estimator);
-          fvec<W> poison = {};  // as in GaeScan::row: NaN where a reward came out non-finite
+          Poison<W> poison;
           for_chunks<W>(0, T, [&](int64_t t, auto w) {
             const fvec<W> r = shaper(t, w, std::false_type{});
-            poison += r * 0.f;
+            poison.add(r);
             store<W>(op + o + t, r, w);
           });
-          bool finite = true;
-          for (int i = 0; i < W; ++i) finite &= poison[i] == poison[i];
           // bits: lp, ref, score
-          flags[b] = (finite ? 0 : shaped_flags(lpp + o, rfp + o, mp + o, T)) | !std::isfinite(static_cast<float>(sp[b])) << 2;
+          flags[b] = (poison.clean() ? 0 : shaped_flags(lpp + o, rfp + o, mp + o, T)) | bad_score(sp[b]) << 2;
         }
       });
     });

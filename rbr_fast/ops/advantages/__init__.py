@@ -40,19 +40,20 @@ class PPOAdvantages(NamedTuple):
 
 def _check_tokens(op: str, mask, **tensors: torch.Tensor) -> None:
     """Validate [B, T] float inputs and their bool mask; all must share shape and device."""
-    try:  # the common, valid case in one pass (a few us of a call that takes tens); else the named errors
+    # the common, valid case in one pass (a few us of a call that takes tens); else the named errors
+    if isinstance(mask, torch.Tensor) and mask.dtype is torch.bool and mask.dim() == 2 and mask.numel() > 0:
         shape, device = mask.shape, mask.device
-        if (mask.dtype is torch.bool and len(shape) == 2 and shape[0] * shape[1] > 0 and isinstance(mask, torch.Tensor)
-                and all(isinstance(x, torch.Tensor) and x.dtype in validate.FLOAT_DTYPES and x.shape == shape
-                        and x.device == device for x in tensors.values())):
+        if all(isinstance(x, torch.Tensor) and x.dtype in validate.FLOAT_DTYPES and x.shape == shape
+               and x.device == device for x in tensors.values()):
             return
-    except AttributeError:
-        pass
     for name, x in tensors.items():
         validate.tensor(op, name, x, ndim=2)
     validate.tensor(op, "mask", mask, ndim=2, dtypes=(torch.bool,), what="a bool mask")
     validate.same_layout(op, "mask", mask, **tensors)
     validate.nonempty(op, "mask", mask)
+
+
+_SCORE_DTYPES = validate.FLOAT_DTYPES + (torch.float64,)
 
 
 def _check_scores(op: str, scores, mask) -> None:
@@ -61,9 +62,6 @@ def _check_scores(op: str, scores, mask) -> None:
         return
     validate.tensor(op, "scores", scores, ndim=1, dtypes=_SCORE_DTYPES)
     validate.same_layout(op, "mask", mask, scores=scores)
-
-
-_SCORE_DTYPES = validate.FLOAT_DTYPES + (torch.float64,)
 
 
 def _contig(*xs: torch.Tensor):

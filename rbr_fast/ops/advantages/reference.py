@@ -110,7 +110,6 @@ def shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estim
 def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, kl_estimator: str,
                    gamma: float, lam: float, whiten: bool, eps: float, out=None):
     rew, f1 = shape_rewards(scores, logprobs.float(), ref_logprobs.float(), mask, kl_coef, kl_estimator)
-    f1 &= 3  # logprobs, ref_logprobs; the scores bit goes to bit 3 below
     adv, ret, f2 = gae(rew, values.float(), mask, gamma, lam)
     kl = torch.where(mask, kl_penalty(logprobs.float(), ref_logprobs.float(), kl_estimator), 0.0)
     n = mask.sum().to(torch.int64)
@@ -118,5 +117,6 @@ def ppo_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float,
         n, mean, var = _moments(adv, mask)
         adv = _whiten_apply(adv, mask, mean, var, True, eps)
     dtype = torch.promote_types(torch.promote_types(logprobs.dtype, ref_logprobs.dtype), values.dtype)
-    flags = f1 | ((f2 >> 1) << 2) | _nonfinite_scores(scores) << 3  # bits: logprobs, ref_logprobs, values, scores
+    # bits: logprobs, ref_logprobs (f1's bits 0-1), values (f2's bit 1), scores (f1's bit 2)
+    flags = (f1 & 3) | ((f2 >> 1) << 2) | ((f1 >> 2) << 3)
     return *_into(out, adv.to(dtype), ret.to(dtype)), kl.sum(dim=1).float(), n.to(torch.int64), flags

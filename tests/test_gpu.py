@@ -102,3 +102,26 @@ def test_grader_flex_attention_matches_sdpa():
     got = g.grade(convs, comps)
     torch.testing.assert_close(got.p_yes, want.p_yes, rtol=0, atol=1e-4)
     torch.testing.assert_close(got.mass, want.mass, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["flex_attention", "sdpa"])
+def test_grader_memory_cap_holds_on_cuda(attention):
+    """The in-process GPU mode: a capped embedded grader (bf16) grading rows as long as its passes
+    allocates at most its cap (weights + activations), by the CUDA allocator's own peak."""
+    from rbr_fast.grading import Grader, embedded, memory
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    cap = 0.6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cut-to-fit warning
+        model, tok = embedded.load(torch.bfloat16)
+        model.set_attn_implementation(attention)
+        g = Grader(model.cuda(), tok, heads=embedded.default_heads(), memory_gib=cap, progress=False)
+        convs = ["Write about dragons and their hoards. " * (60 + 40 * i) for i in range(12)]
+        comps = ["Once upon a time there was a dragon. " * (20 + 10 * i) for i in range(12)]
+        g.grade(convs, comps)
+        g.grade_prompts(convs)
+    peak = torch.cuda.max_memory_allocated() - base
+    assert peak <= cap * memory.GiB, f"peak {peak / memory.GiB:.3f} GiB over the cap {cap} GiB"
+    print(f"memory cap {cap} GiB, {attention}: peak {peak / memory.GiB:.3f} GiB, token budget {g.token_budget}")

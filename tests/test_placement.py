@@ -153,3 +153,22 @@ def test_a_second_grader_on_the_node_is_named(tmp_path, caplog, loads):
     with caplog.at_level("WARNING", logger="rbr_fast.node"):
         LazyReward(model="embedded", device="cpu", dtype="float32").reward  # alone on the node again
     assert not [r for r in caplog.records if r.name == "rbr_fast.node"]
+
+
+def test_memory_cap_is_the_need(tiny_grader_dir, monkeypatch, loads):
+    """The in-process GPU mode: with ``memory_gib`` the grader needs its cap, whatever its weights; the
+    cap reaches the grader's load, from every adapter's options (verl's reward_kwargs and OpenRLHF's
+    environment through ``pool.config``, ``rbr-fast serve --memory-gib``)."""
+    from rbr_fast.integrations import pool
+    gpus(monkeypatch, 1, free=int(1.9 * GiB))
+    with pytest.raises(PlacementError) as e:
+        LazyReward(model=tiny_grader_dir, device="cuda", memory_gib=2).reward
+    assert "the grader needs 2.00 GiB (its memory_gib cap)" in one_line(e) and loads == []
+    assert LazyReward(model=tiny_grader_dir, device="cuda", memory_gib=1.5).reward == "R"
+    assert loads[-1]["memory_gib"] == 1.5
+    monkeypatch.setenv("RBR_FAST_MEMORY_GIB", "1.25")
+    assert pool.config()["memory_gib"] == 1.25 and pool.config(memory_gib=3)["memory_gib"] == 3
+    with pytest.raises(ValueError, match="memory_gib must be a positive number"):
+        pool.check(pool.config(memory_gib=-1))
+    from rbr_fast.cli import _parser
+    assert _parser()[0].parse_args(["serve", "--memory-gib", "1.5"]).memory_gib == 1.5

@@ -96,7 +96,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", type=_dtype, default="auto",
                    help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--token-budget", type=number(int, 1), default=8192, help="most tokens in one forward pass")
+    p.add_argument("--token-budget", type=number(int, 1),
+                   help="most tokens in one forward pass (default 8192, or what --memory-gib allows)")
+    p.add_argument("--memory-gib", type=number(float, 0, open_low=True),
+                   help="cap on the grader's memory (weights + one pass): passes are sized to fit")
     p.add_argument("--max-length", type=number(int, 1),
                    help="longest prompt; longer conversations are cut from the left")
     p.add_argument("--few-shot", action="store_true", help="show each proposition's examples before its question")
@@ -126,7 +129,7 @@ def check_model_args(a: argparse.Namespace) -> RuleSpec:
 def grader_from_args(a: argparse.Namespace, spec: Optional[RuleSpec] = None) -> Grader:
     """The grader of ``add_model_args`` options (``spec``: the one ``check_model_args`` returned)."""
     spec = spec or resolve_spec(a.spec)
-    kw = dict(token_budget=a.token_budget, max_length=a.max_length, few_shot=a.few_shot,
+    kw = dict(token_budget=a.token_budget, memory_gib=a.memory_gib, max_length=a.max_length, few_shot=a.few_shot,
               priors=not a.ask_rare)
     if a.heads:
         kw["heads"] = a.heads

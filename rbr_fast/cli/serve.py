@@ -30,8 +30,9 @@ def run(a: argparse.Namespace) -> int:
             tokenizer_template(a.policy_tokenizer)
         except OSError as e:
             raise UserError(f"--policy-tokenizer {a.policy_tokenizer}: {(str(e).splitlines() or [''])[0]}") from None
+    extra = {} if a.memory_gib is None else {"memory_gib": a.memory_gib}
     reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device,
-                        grader_url=a.grader_url, reasoning=a.reasoning)
+                        grader_url=a.grader_url, reasoning=a.reasoning, **extra)
     sock = listen(a.host, a.port)
     try:
         if a.ray:
@@ -64,6 +65,8 @@ def register(sub) -> None:
     v.add_argument("--spec", help="rule spec YAML (default: the shipped safety spec)")
     v.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA/AMX, else fp32), float32, bfloat16, float16")
     v.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    v.add_argument("--memory-gib", type=number(float, 0, open_low=True),
+                   help="cap on the grader's memory (weights + one pass): passes are sized to fit (default: none)")
     v.add_argument("--reasoning", choices=("strip", "keep"), default="strip",
                    help="strip (default): grade the answer without a reasoning model's leading <think> block; "
                         "keep: grade the completion as sent")

@@ -14,7 +14,7 @@ import torch
 from ..ops import fused_linear_yes_no
 from ..errors import UserError
 from ..rules import ANSWERED_BY, RuleSpec
-from . import embedded
+from . import embedded, memory
 from .features import OPENING, POOLINGS, capture, pool, pooled_features
 from .heads import PropositionHeads
 from .packing import buckets, pack, right_pad
@@ -22,6 +22,7 @@ from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation
 from .served import ServedClient, ServedGraderError
 
 # Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
+DEFAULT_TOKEN_BUDGET = 8192
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
@@ -204,7 +205,12 @@ class Grader:
             ``get_output_embeddings()`` the LM head).
         tokenizer: its tokenizer; the chat template is used when it has one.
         spec: the rule spec whose propositions are asked (default: the shipped safety spec).
-        token_budget: most tokens (rows x padded length) in one forward pass.
+        token_budget: most tokens (rows x padded length) in one forward pass (default 8192, or what
+            ``memory_gib`` allows).
+        memory_gib: cap on the memory the grader takes (its weights + one pass's activations, see
+            ``grading.memory``): the in-process GPU mode beside a trainer whose GPU is mostly taken.
+            Passes are sized to fit (within ``token_budget`` when both are given); where one
+            ``max_length`` row would not fit, conversations are cut to what does, with one warning.
         max_length: longest prompt (prefix + one question) the model sees; longer conversations are
             cut from the left with a warning (default: the model's ``max_position_embeddings``).
         few_shot: put each proposition's examples before its question.
@@ -226,8 +232,8 @@ class Grader:
             served model's).
     """
 
-    def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: int = 8192,
-                 max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
+    def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: Optional[int] = None,
+                 memory_gib: Optional[float] = None, max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
                  heads: Union[PropositionHeads, str, Path, None] = None, priors: bool = True,
                  served: Union["Grader", str, None] = None, route: Optional[Mapping[str, str]] = None,
                  client: Optional[ServedClient] = None):
@@ -279,10 +285,37 @@ class Grader:
             by = self.answered_by
             _warn_unheaded(heads, {n: w for n, w in why_not.items() if by.get(n) == "question"},
                            [n for n, a in by.items() if a == "prior"])
+        self.memory_gib, self._asked_budget = memory_gib, token_budget
+        if memory_gib is not None:
+            self._cap_memory(memory_gib, token_budget)
+
+    def _cap_memory(self, memory_gib: float, token_budget: Optional[int]) -> None:
+        """Set ``token_budget`` (and, where the longest row would not fit, ``max_length``) from the cap."""
+        by = self.answered_by
+        kept = len(self.heads.layers) if self.heads is not None and "head" in by.values() else 0
+        # a packed row holds the prefix (cut to max_length with room for the longest question) plus every
+        # question asked of it: the longest row is max_length plus the other questions' tails
+        extra = max([sum(len(q.tail(n)) for n in q.props if by.get(n) == "question") - q.longest
+                     for q in (self._reply, self._request)] + [0])
+        dense = self.model.config._attn_implementation != "flex_attention"
+        fits = memory.token_budget(self.model, memory_gib, kept, self.max_length + extra, dense)
+        self.token_budget = min(fits, token_budget or fits)  # a longer row still gets a pass of its own
+        over = self.max_length + extra - fits
+        if over > 0:
+            least = max(len(q.layout.head) + q.longest for q in (self._reply, self._request)) + 64
+            if self.max_length - over < least:
+                raise ValueError(f"memory_gib={memory_gib:g} holds {fits} tokens per pass, too few for one short "
+                                 f"conversation with its questions ({least + extra} tokens): raise memory_gib, or ask "
+                                 "fewer questions (trained heads)")
+            warnings.warn(f"grader: memory_gib={memory_gib:g} holds {fits} tokens per pass, so conversations are cut "
+                          f"to max_length={self.max_length - over} tokens (was {self.max_length})", stacklevel=3)
+            self.max_length -= over
 
     def _init_prompts(self, model, tokenizer, spec, few_shot, token_budget, max_length, progress) -> None:
         """What the in-process and the served question paths share: the spec, prompt layouts, limits."""
-        if not isinstance(token_budget, int) or token_budget < 1:
+        if token_budget is None:
+            token_budget = DEFAULT_TOKEN_BUDGET
+        if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive int, got {token_budget!r}")
         self.model = model
         self.tokenizer = tokenizer
@@ -419,7 +452,7 @@ class Grader:
                 raise ServedGraderError(f"a served grader takes no {k}= (it has no local model); use a local grader "
                                         "with served=URL (grader_url=, --grader-url) to mix heads with a served model")
             kwargs.pop(k, None)
-        for k in ("dtype", "device", "trained", "revision", "token", "gguf_file"):
+        for k in ("dtype", "device", "memory_gib", "trained", "revision", "token", "gguf_file"):
             kwargs.pop(k, None)  # local-model options that every grader recipe may carry
         return cls(None, _served_tokenizer(tokenizer, client.model), spec, client=client,
                    max_length=max_length or client.max_model_len or 4096, **kwargs)
@@ -649,6 +682,8 @@ class Grader:
             warnings.warn(f"grader: FlexAttention failed here ({type(e).__name__}{detail}); grading with SDPA "
                           "from now on", RuntimeWarning, stacklevel=4)
             self.model.set_attn_implementation("sdpa")
+            if self.memory_gib is not None:  # SDPA's dense mask takes room FlexAttention did not
+                self._cap_memory(self.memory_gib, self._asked_budget)
             return forward()
 
     def _trunk(self, trunk, x, device) -> torch.Tensor:

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..grading import memory
 from ..grading.grader import served_grader_url
 from ..reward import RuleBasedReward, resolve_spec, resolve_weights
 from ..reward.rule_reward import WeightsLike
@@ -33,7 +34,7 @@ class LazyReward:
         reasoning: "strip" (default): the grader judges the answer, without a reasoning model's
             leading ``<think>`` block (``items.answer_only``); "keep": the completion as given.
         grader_kwargs: for ``Grader.from_pretrained`` / ``Grader.default`` (``revision``, ``token``,
-            ``dtype``, ``device``, ``gguf_file``, ``token_budget``, ...).
+            ``dtype``, ``device``, ``memory_gib``, ``gguf_file``, ``token_budget``, ...).
     """
 
     def __init__(self, reward: Optional[RuleBasedReward] = None, *, model: Optional[str] = None,
@@ -47,6 +48,8 @@ class LazyReward:
         else:
             self.spec = resolve_spec(spec)
             self.weights = resolve_weights(weights, self.spec)
+        if grader_kwargs.get("memory_gib") is not None:
+            memory.check_cap(grader_kwargs["memory_gib"])
         self.model, self.grader_kwargs = model, grader_kwargs
         self._lock = threading.Lock()
 
@@ -68,8 +71,9 @@ class LazyReward:
         another process of this node holding a grader already is logged (``node_graders``)."""
         with self._lock:
             if self._reward is None:
-                check_placement(self.model, self.grader_kwargs.get("device"), self.grader_kwargs.get("dtype") or "auto",
-                                self.grader_kwargs.get("gguf_file"))
+                kw = self.grader_kwargs
+                check_placement(self.model, kw.get("device"), kw.get("dtype") or "auto", kw.get("gguf_file"),
+                                kw.get("memory_gib"))
                 self._reward = RuleBasedReward.load(self.model, weights=self.weights, spec=self.spec,
                                                     **self.grader_kwargs)
                 if served_grader_url(self.model) is None:  # a served grader holds no model here

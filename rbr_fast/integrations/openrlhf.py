@@ -10,7 +10,8 @@ a process are pooled into grader batches by ``rbr_fast.integrations.pool``.
 Options come from ``RBR_FAST_*`` environment variables (OpenRLHF passes none; give them to the Ray
 job, e.g. ``ray job submit --runtime-env-json '{"env_vars": {"RBR_FAST_MODEL": ...}}'``):
 ``RBR_FAST_MODEL`` (a folder, hub id or served grader URL), ``RBR_FAST_GRADER_URL``, ``RBR_FAST_WEIGHTS``,
-``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``,
+``RBR_FAST_SPEC``, ``RBR_FAST_DEVICE``, ``RBR_FAST_DTYPE``, ``RBR_FAST_MEMORY_GIB`` (a cap on the grader's
+memory: on the engine's GPU, what vLLM's ``gpu_memory_utilization`` leaves),
 ``RBR_FAST_MAX_BATCH``, ``RBR_FAST_MAX_WAIT_MS``, ``RBR_FAST_REASONING`` (``strip``, the default:
 grade the answer without a reasoning model's leading ``<think>`` block; ``keep``), and ``RBR_FAST_POLICY_TOKENIZER``: the policy's
 tokenizer, whose chat template says how to read the text back into messages (without it the

@@ -10,9 +10,10 @@ Two situations the trainers create:
 - a GPU with less free memory than the grader needs: in OpenRLHF and verl rollouts vLLM has
   already reserved its ``gpu_memory_utilization`` share of the card (vLLM's default 0.9).
 
-The need is an estimate: twice the weights (the weight files of a local folder or file; the
-embedded model's parameters in the dtype it loads in; nothing known for a hub id) plus 1 GiB for
-activations. A served grader (``model`` an http(s) URL) loads nothing here and is not checked;
+The need is the grader's ``memory_gib`` cap when one is given (the in-process GPU mode: passes are
+sized to fit, ``grading.memory``), else an estimate: twice the weights (the weight files of a local
+folder or file; the embedded model's parameters in the dtype it loads in; nothing known for a hub id)
+plus 1 GiB for activations. A served grader (``model`` an http(s) URL) loads nothing here and is not checked;
 neither is a device left unset on a machine without CUDA (the grader then runs on the CPU).
 """
 from __future__ import annotations
@@ -73,15 +74,19 @@ def weight_bytes(model: Optional[str], dtype: Any = "auto", gguf_file: Optional[
     return None
 
 
-def needed_bytes(model: Optional[str], dtype: Any = "auto", gguf_file: Optional[str] = None) -> int:
-    """The estimated GPU memory the grader needs: 2 x its weights + ``ACTIVATIONS``."""
+def needed_bytes(model: Optional[str], dtype: Any = "auto", gguf_file: Optional[str] = None,
+                 memory_gib: Optional[float] = None) -> int:
+    """The GPU memory the grader needs: its ``memory_gib`` cap, else 2 x its weights + ``ACTIVATIONS``."""
+    if memory_gib is not None:
+        return int(memory_gib * GiB)
     return 2 * (weight_bytes(model, dtype, gguf_file) or 0) + ACTIVATIONS
 
 
 def check_placement(model: Optional[str], device: Any = None, dtype: Any = "auto",
-                    gguf_file: Optional[str] = None) -> None:
+                    gguf_file: Optional[str] = None, memory_gib: Optional[float] = None) -> None:
     """Raise ``PlacementError`` (one line) when the grader ``model`` cannot load on ``device``
-    (None: CUDA when available, as ``Grader`` picks); see the module docstring."""
+    (None: CUDA when available, as ``Grader`` picks) within its ``memory_gib`` cap, if any; see the
+    module docstring."""
     from ..grading.grader import served_grader_url
     if served_grader_url(model) is not None:
         return
@@ -112,10 +117,12 @@ def check_placement(model: Optional[str], device: Any = None, dtype: Any = "auto
         free, total = torch.cuda.mem_get_info(index)
     except RuntimeError:
         return  # the driver does not say: the load itself will tell
-    need = needed_bytes(model, dtype, gguf_file)
+    need = needed_bytes(model, dtype, gguf_file, memory_gib)
     if free < need:
+        what = f"{need / GiB:.2f} GiB (its memory_gib cap)" if memory_gib is not None else \
+            f"about {need / GiB:.2f} GiB (2 x its weights + 1 GiB; memory_gib caps it)"
         raise PlacementError(
-            f"grader device {shown!r}: {free / GiB:.2f} GiB free of {total / GiB:.2f} GiB, the grader needs about "
-            f"{need / GiB:.2f} GiB (2 x its weights + 1 GiB); in OpenRLHF/verl rollouts vLLM reserves its "
-            "gpu_memory_utilization share of the card (vLLM's default 0.9): lower it, use device=\"cpu\", or serve "
-            f"the grader ({SERVE})")
+            f"grader device {shown!r}: {free / GiB:.2f} GiB free of {total / GiB:.2f} GiB, the grader needs {what}; "
+            "in OpenRLHF/verl rollouts vLLM reserves its gpu_memory_utilization share of the card (vLLM's default "
+            "0.9): lower it or memory_gib, use device=\"cpu\", or serve the grader "
+            f"({SERVE})")

@@ -17,7 +17,7 @@ threads, so its batches stay below 32.
 
 Options (verl passes ``reward_kwargs`` into every call, over the call's own keyword arguments):
 ``model`` (a folder, hub id or served grader URL), ``grader_url`` (a served grader for the propositions
-without a head), ``weights`` ("hand", "xstest" or a file), ``spec``, ``device``, ``dtype``, ``max_batch``,
+without a head), ``weights`` ("hand", "xstest" or a file), ``spec``, ``device``, ``dtype``, ``memory_gib``, ``max_batch``,
 ``max_wait_ms``, ``reasoning`` ("strip", the default: grade the answer without a leading ``<think>``
 block; "keep"), each also read from ``RBR_FAST_<NAME>``; ``on_error`` (default "raise"; a number: a
 sample that cannot be scored gets that score, NaN logs and ``rbr/failed`` 1.0, so that verl's

@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # OUT_DIR: default $OUT, else rbr_fast_out/gpu_check
 #
-# Writes OUT_DIR/{env.txt, tests.txt, bench.txt, bench.csv}. Exit status: 1 if a test failed or a
+# Writes OUT_DIR/{env.txt, tests.txt, bench.txt, bench.csv, grader_memory.txt}. Exit status: 1 if a test failed or a
 # benchmarked peer disagreed with us, else 0.
 #
 # The device machine has torch, triton, transformers and pytest but no package index: TRL, Liger-Kernel
@@ -63,4 +63,11 @@ echo "== benchmarks on $device"
 "$py" -m rbr_fast.bench --device "$device" --out "$out" "${bench[@]}" 2>&1 | tee "$out/bench.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 cp "$out/bench_results/results.csv" "$out/bench.csv" 2>/dev/null || status=1
+
+if [ "$dry" != 1 ]; then  # on CPU this reads the profiler's timeline: minutes, not part of the dry run
+  echo "== a capped grader's memory on $device"
+  "$py" benchmarks/grader_memory.py --device "$device" \
+      --cases bfloat16:0.6:heads,bfloat16:0.6:questions,bfloat16:1.0:questions 2>&1 | tee "$out/grader_memory.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
 exit $status

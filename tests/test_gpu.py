@@ -104,10 +104,12 @@ def test_grader_flex_attention_matches_sdpa():
     torch.testing.assert_close(got.mass, want.mass, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("trained", [True, False], ids=["heads", "questions"])
 @pytest.mark.parametrize("attention", ["flex_attention", "sdpa"])
-def test_grader_memory_cap_holds_on_cuda(attention):
+def test_grader_memory_cap_holds_on_cuda(attention, trained):
     """The in-process GPU mode: a capped embedded grader (bf16) grading rows as long as its passes
-    allocates at most its cap (weights + activations), by the CUDA allocator's own peak."""
+    allocates at most its cap (weights + activations), by the CUDA allocator's own peak; through the
+    heads' plain pass and through the packed question path (where FlexAttention's block mask is built)."""
     from rbr_fast.grading import Grader, embedded, memory
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
@@ -117,11 +119,13 @@ def test_grader_memory_cap_holds_on_cuda(attention):
         warnings.simplefilter("ignore")  # the cut-to-fit warning
         model, tok = embedded.load(torch.bfloat16)
         model.set_attn_implementation(attention)
-        g = Grader(model.cuda(), tok, heads=embedded.default_heads(), memory_gib=cap, progress=False)
+        heads = embedded.default_heads() if trained else None
+        g = Grader(model.cuda(), tok, heads=heads, memory_gib=cap, progress=False)
         convs = ["Write about dragons and their hoards. " * (60 + 40 * i) for i in range(12)]
         comps = ["Once upon a time there was a dragon. " * (20 + 10 * i) for i in range(12)]
         g.grade(convs, comps)
         g.grade_prompts(convs)
     peak = torch.cuda.max_memory_allocated() - base
     assert peak <= cap * memory.GiB, f"peak {peak / memory.GiB:.3f} GiB over the cap {cap} GiB"
-    print(f"memory cap {cap} GiB, {attention}: peak {peak / memory.GiB:.3f} GiB, token budget {g.token_budget}")
+    print(f"memory cap {cap} GiB, {attention}, trained={trained}: peak {peak / memory.GiB:.3f} GiB, "
+          f"token budget {g.token_budget}")

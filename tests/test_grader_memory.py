@@ -30,17 +30,17 @@ def cap_for(model, tokens: int, longest_row: int = 4096) -> float:
 
 
 def test_budget_solves_the_mask_quadratic(model):
-    """With SDPA's dense mask a pass of B tokens in rows up to T <= B costs B (a + c T): the budget is
-    the largest B that fits, and without the mask (FlexAttention) room / a."""
+    """A pass of B tokens in rows up to T <= B tokens costs B (a + c T), c the attention mask's bytes per
+    grid element: the budget is the largest B that fits, or with rows of at most ``longest_row``."""
     a = memory.token_bytes(model.config, torch.float32, 1, 0)
     c = memory.token_bytes(model.config, torch.float32, 1, 1) - a
+    assert c == memory.MARGIN * (1 + 2 * 4)  # SDPA: the boolean mask, its float32 copy, a padded copy
     room = lambda cap: cap * GiB - memory.weight_bytes(model) - memory.RESERVE  # noqa: E731
     for cap in (0.07, 0.1, 0.5):
-        b = memory.token_budget(model, cap, 1, 1 << 20, dense_mask=True)
+        b = memory.token_budget(model, cap, 1, 1 << 20)
         assert b * (a + c * b) <= room(cap) < (b + 2) * (a + c * (b + 2))
-        short = memory.token_budget(model, cap, 1, 300, dense_mask=True)  # rows no longer than 300 tokens
+        short = memory.token_budget(model, cap, 1, 300)  # rows no longer than 300 tokens
         assert short >= b and short == int(room(cap) / (a + c * 300))
-        assert memory.token_budget(model, cap, 1, 300, dense_mask=False) == int(room(cap) / a)
 
 
 def test_capped_grader_sizes_its_passes_and_grades_the_same(model):
@@ -51,7 +51,7 @@ def test_capped_grader_sizes_its_passes_and_grades_the_same(model):
         warnings.simplefilter("error")  # room for the longest row: nothing is cut
         capped = Grader(model, tiny_lm.tokenizer(), progress=False, memory_gib=cap)
     extra = sum(len(capped._reply.tail(n)) for n in capped._reply.props) - capped._reply.longest
-    assert capped.token_budget == memory.token_budget(model, cap, 0, 4096 + extra, dense_mask=True) > 4096 + extra
+    assert capped.token_budget == memory.token_budget(model, cap, 0, 4096 + extra) > 4096 + extra
     assert capped.max_length == free.max_length == 4096
     capped.token_budget = free.token_budget = 700  # several passes each
     got = capped.grade(CONVS, COMPS)
@@ -124,18 +124,21 @@ def test_estimate_bounds_the_measured_activations(model, tmp_path):
     assert memory.weight_bytes(model) + activations <= cap * GiB
 
 
-def test_fallback_from_flex_attention_resizes_for_the_dense_mask(monkeypatch):
-    """FlexAttention builds no dense mask, so its passes may be larger; where it fails and the grader
-    goes back to SDPA, the passes are sized again for SDPA's mask."""
+def test_passes_sized_for_flex_attention_fit_after_a_fallback_to_sdpa(monkeypatch):
+    """FlexAttention's block mask is built over the whole grid and costs more per element than SDPA's
+    dense mask, so passes sized for it stay within the cap where the grader falls back to SDPA."""
     from rbr_fast.grading import packing
     m = tiny_lm.model(layers=2, hidden=128, heads=4, kv_heads=2)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert memory.mask_bytes("flex_attention", dtype) >= memory.mask_bytes("sdpa", dtype)
     cap = cap_for(m, 2500)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sdpa_budget = Grader(m, tiny_lm.tokenizer(), progress=False, memory_gib=cap).token_budget
         m.set_attn_implementation("flex_attention")
         flex = Grader(m, tiny_lm.tokenizer(), progress=False, memory_gib=cap)
-    assert flex.token_budget > sdpa_budget
+    assert flex.token_budget < sdpa_budget
+    before = (flex.token_budget, flex.max_length)
 
     def broken(self, device):
         raise RuntimeError("no FlexAttention kernel for this device")
@@ -143,4 +146,4 @@ def test_fallback_from_flex_attention_resizes_for_the_dense_mask(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flex.grade(CONVS[:2], COMPS[:2])
-    assert m.config._attn_implementation == "sdpa" and flex.token_budget == sdpa_budget
+    assert m.config._attn_implementation == "sdpa" and (flex.token_budget, flex.max_length) == before

@@ -165,6 +165,10 @@ def test_memory_cap_is_the_need(tiny_grader_dir, monkeypatch, loads):
         LazyReward(model=tiny_grader_dir, device="cuda", memory_gib=2).reward
     assert "the grader needs 2.00 GiB (its memory_gib cap)" in one_line(e) and loads == []
     assert LazyReward(model=tiny_grader_dir, device="cuda", memory_gib=1.5).reward == "R"
+    files = weight_bytes(tiny_grader_dir)
+    with pytest.raises(PlacementError) as e:  # a cap the weights fill is refused before anything loads
+        LazyReward(model=tiny_grader_dir, device="cuda", memory_gib=files / 2 / GiB).reward
+    assert "is under the grader's weights" in one_line(e) and len(loads) == 1
     assert loads[-1]["memory_gib"] == 1.5
     monkeypatch.setenv("RBR_FAST_MEMORY_GIB", "1.25")
     assert pool.config()["memory_gib"] == 1.25 and pool.config(memory_gib=3)["memory_gib"] == 3
@@ -172,3 +176,9 @@ def test_memory_cap_is_the_need(tiny_grader_dir, monkeypatch, loads):
         pool.check(pool.config(memory_gib=-1))
     from rbr_fast.cli import _parser
     assert _parser()[0].parse_args(["serve", "--memory-gib", "1.5"]).memory_gib == 1.5
+    assert _parser()[0].parse_args(["grade", "--data", "rows.jsonl", "--memory-gib", "2"]).memory_gib == 2.0
+
+
+def test_train_grader_refuses_a_memory_cap(tiny_grader_dir, capsys):
+    assert main(["train-grader", "--model", tiny_grader_dir, "--memory-gib", "1"]) == 2
+    assert "--memory-gib caps a grader that grades" in capsys.readouterr().err

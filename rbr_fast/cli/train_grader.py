@@ -34,6 +34,9 @@ def run(a: argparse.Namespace) -> int:
         check_model_location(a.teacher, "--teacher")
     elif a.teacher and not Path(a.teacher).is_file():
         raise UserError(f"--teacher {a.teacher}: no such heads file")
+    if a.memory_gib is not None:
+        raise UserError("--memory-gib caps a grader that grades; train-grader only reads hidden states offline: size "
+                        "its passes with --token-budget")
     check_output_file(a.out, "--out")
     check_output_dir(a.report_dir, "--report-dir")
     layers = [int(x) for x in a.layers.split(",")] if a.layers else None

@@ -233,13 +233,16 @@ class Grader:
     """
 
     def __init__(self, model, tokenizer, spec: Optional[RuleSpec] = None, *, token_budget: Optional[int] = None,
-                 memory_gib: Optional[float] = None, max_length: Optional[int] = None, few_shot: bool = False, progress: Optional[bool] = None,
+                 memory_gib: Optional[float] = None, max_length: Optional[int] = None, few_shot: bool = False,
+                 progress: Optional[bool] = None,
                  heads: Union[PropositionHeads, str, Path, None] = None, priors: bool = True,
                  served: Union["Grader", str, None] = None, route: Optional[Mapping[str, str]] = None,
                  client: Optional[ServedClient] = None):
         if (model is None) == (client is None):
             raise ValueError("a Grader takes a model, or (Grader.from_server) a served client, not both or neither")
         if client is not None:
+            if memory_gib is not None:
+                raise ValueError("memory_gib caps a local model's memory; a served grader loads none")
             self._init_prompts(None, tokenizer, spec, few_shot, token_budget, max_length or 4096, progress)
             self.client, self.served, self.heads, self.priors, self._answers = client, None, None, priors, {}
             client.yes, client.no = (frozenset(_spellings(tokenizer, ids)) for ids in (self.yes_ids, self.no_ids))
@@ -285,7 +288,6 @@ class Grader:
             by = self.answered_by
             _warn_unheaded(heads, {n: w for n, w in why_not.items() if by.get(n) == "question"},
                            [n for n, a in by.items() if a == "prior"])
-        self.memory_gib, self._asked_budget = memory_gib, token_budget
         if memory_gib is not None:
             self._cap_memory(memory_gib, token_budget)
 
@@ -297,8 +299,7 @@ class Grader:
         # question asked of it: the longest row is max_length plus the other questions' tails
         extra = max([sum(len(q.tail(n)) for n in q.props if by.get(n) == "question") - q.longest
                      for q in (self._reply, self._request)] + [0])
-        dense = self.model.config._attn_implementation != "flex_attention"
-        fits = memory.token_budget(self.model, memory_gib, kept, self.max_length + extra, dense)
+        fits = memory.token_budget(self.model, memory_gib, kept, self.max_length + extra)
         self.token_budget = min(fits, token_budget or fits)  # a longer row still gets a pass of its own
         over = self.max_length + extra - fits
         if over > 0:
@@ -681,9 +682,7 @@ class Grader:
             detail = ": " + str(e).splitlines()[0][:200] if str(e) else ""
             warnings.warn(f"grader: FlexAttention failed here ({type(e).__name__}{detail}); grading with SDPA "
                           "from now on", RuntimeWarning, stacklevel=4)
-            self.model.set_attn_implementation("sdpa")
-            if self.memory_gib is not None:  # SDPA's dense mask takes room FlexAttention did not
-                self._cap_memory(self.memory_gib, self._asked_budget)
+            self.model.set_attn_implementation("sdpa")  # a memory cap still holds: SDPA's mask takes less
             return forward()
 
     def _trunk(self, trunk, x, device) -> torch.Tensor:

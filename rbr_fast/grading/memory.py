@@ -8,11 +8,14 @@ top, once per process.
 
 Activations are estimated per token from the model's config at a decoder layer's widest point, the
 MLP: the residual stream and its norm (2 H) plus the gate, up and their product (3 I) in the model's
-dtype, RMSNorm's float32 copies (2 H x 4 bytes), and each hidden state kept for the heads (H), with a
-1.5x margin for the allocator's rounding and short-lived temporaries. SDPA's dense tree mask adds
-``T x (1 + dtype size)`` bytes per token of a row ``T`` long (FlexAttention builds no dense mask).
-Measured on CPU (torch profiler memory timeline, embedded SmolLM2, token budgets 2048-8192): 12-14 KiB
-per budget token in bfloat16 and 24-30 KiB in float32, under the estimate before its margin (16 and 27).
+dtype, RMSNorm's float32 copies (2 H x 4 bytes), and each hidden state kept for the heads (H). The
+attention mask adds bytes per element of each row's T x T grid, so ``T`` bytes times that per token:
+SDPA's dense mask 1 + 2 x the dtype size (the boolean mask, its additive copy, a padded copy), and
+FlexAttention's ``create_block_mask``, which evaluates the rule over the whole grid, 14 (measured 10-13.5
+on CPU at T = 3000-9000). FlexAttention's figure is the larger, so passes sized for it stay within the cap
+where the grader falls back to SDPA. Everything has a 1.5x margin for the allocator's rounding and
+short-lived temporaries. Measured on CPU (``benchmarks/grader_memory.py``, embedded SmolLM2, SDPA):
+12-14 KiB per budget token in bfloat16 and 24-30 KiB in float32, under the estimate before its margin.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 GiB = 1 << 30
 MARGIN = 1.5
 RESERVE = 64 << 20  # the yes/no head's rows, pooled features and index tensors of one pass
+FLEX_MASK_BYTES = 14  # per grid element while FlexAttention's block mask is built (see above)
 
 
 def check_cap(memory_gib) -> float:
@@ -37,29 +41,35 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def token_bytes(config, dtype: torch.dtype, kept_layers: int, dense_mask_length: int) -> float:
-    """Estimated activation bytes per token of one forward pass, margin included (see the module
-    docstring); ``dense_mask_length``: the longest row when the attention takes a dense mask, else 0."""
+def mask_bytes(attention: str, dtype: torch.dtype) -> int:
+    """Bytes per element of a row's T x T grid that building the attention mask takes (see above)."""
+    dense = 1 + 2 * torch.empty((), dtype=dtype).element_size()
+    return max(FLEX_MASK_BYTES, dense) if attention == "flex_attention" else dense
+
+
+def token_bytes(config, dtype: torch.dtype, kept_layers: int, row_length: int) -> float:
+    """Estimated activation bytes per token of one forward pass in rows ``row_length`` tokens long,
+    margin included (see the module docstring)."""
     h = config.hidden_size
     i = getattr(config, "intermediate_size", None) or 4 * h
     size = torch.empty((), dtype=dtype).element_size()
-    return MARGIN * (size * (2 * h + 3 * i + kept_layers * h) + 4 * 2 * h + dense_mask_length * (1 + size))
+    attention = getattr(config, "_attn_implementation", None) or "sdpa"
+    return MARGIN * (size * (2 * h + 3 * i + kept_layers * h) + 4 * 2 * h + row_length * mask_bytes(attention, dtype))
 
 
-def token_budget(model: torch.nn.Module, memory_gib: float, kept_layers: int, longest_row: int,
-                 dense_mask: bool) -> int:
+def token_budget(model: torch.nn.Module, memory_gib: float, kept_layers: int, longest_row: int) -> int:
     """Most tokens ``B`` one forward pass of ``model`` may hold so that weights + activations stay
-    under ``memory_gib``, for rows up to ``min(longest_row, B)`` tokens (the caller cuts longer ones);
-    ``dense_mask``: the attention takes SDPA's dense mask. Raises ``ValueError`` when the weights
-    leave no room for a pass of 256 tokens."""
+    under ``memory_gib``, for rows up to ``min(longest_row, B)`` tokens (the caller cuts longer ones).
+    Raises ``ValueError`` when the weights leave no room for a pass of 256 tokens."""
     check_cap(memory_gib)
     weights = weight_bytes(model)
     room = memory_gib * GiB - weights - RESERVE
     dtype = next(model.parameters()).dtype
     a = token_bytes(model.config, dtype, kept_layers, 0)
-    c = token_bytes(model.config, dtype, kept_layers, 1) - a if dense_mask else 0.0  # mask bytes per token per row token
-    # the mask costs B x T x c with T <= B: the largest B with B (a + c B) <= room, or with T = longest_row
-    budget = room / a if c == 0 else (math.sqrt(a * a + 4 * c * max(room, 0)) - a) / (2 * c)
+    c = token_bytes(model.config, dtype, kept_layers, 1) - a  # the mask's bytes per token per token of row
+    # a pass of B tokens in rows of T <= B tokens costs B (a + c T): the largest B with B (a + c B) <= room,
+    # or, when that is longer than any row, the largest with T = longest_row
+    budget = (math.sqrt(a * a + 4 * c * max(room, 0)) - a) / (2 * c)
     if budget > longest_row:
         budget = room / (a + c * longest_row)
     if budget < 256:

@@ -118,11 +118,15 @@ def check_placement(model: Optional[str], device: Any = None, dtype: Any = "auto
     except RuntimeError:
         return  # the driver does not say: the load itself will tell
     need = needed_bytes(model, dtype, gguf_file, memory_gib)
+    weights = weight_bytes(model, dtype, gguf_file)
+    if memory_gib is not None and weights is not None and need <= weights:
+        raise PlacementError(f"grader memory_gib={memory_gib:g} is under the grader's weights ({weights / GiB:.2f} "
+                             "GiB): raise it (weights + 0.5 GiB or more)")
     if free < need:
         what = f"{need / GiB:.2f} GiB (its memory_gib cap)" if memory_gib is not None else \
-            f"about {need / GiB:.2f} GiB (2 x its weights + 1 GiB; memory_gib caps it)"
+            f"about {need / GiB:.2f} GiB (2 x its weights + 1 GiB; memory_gib sets a cap)"
         raise PlacementError(
             f"grader device {shown!r}: {free / GiB:.2f} GiB free of {total / GiB:.2f} GiB, the grader needs {what}; "
             "in OpenRLHF/verl rollouts vLLM reserves its gpu_memory_utilization share of the card (vLLM's default "
-            "0.9): lower it or memory_gib, use device=\"cpu\", or serve the grader "
+            "0.9): lower it, cap the grader (memory_gib, above its weights), use device=\"cpu\", or serve the grader "
             f"({SERVE})")

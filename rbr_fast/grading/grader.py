@@ -21,8 +21,8 @@ from .packing import buckets, pack, right_pad
 from .prompts import INSTRUCTIONS, PROMPT_INSTRUCTIONS, Completion, Conversation, PromptLayout
 from .served import ServedClient, ServedGraderError
 
-# Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
 DEFAULT_TOKEN_BUDGET = 8192
+# Configuration attributes of models whose logits are not ``hidden @ lm_head.T`` (+ bias).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 

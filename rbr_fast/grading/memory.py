@@ -8,14 +8,15 @@ top, once per process.
 
 Activations are estimated per token from the model's config at a decoder layer's widest point, the
 MLP: the residual stream and its norm (2 H) plus the gate, up and their product (3 I) in the model's
-dtype, RMSNorm's float32 copies (2 H x 4 bytes), and each hidden state kept for the heads (H). The
-attention mask adds bytes per element of each row's T x T grid, so ``T`` bytes times that per token:
-SDPA's dense mask 1 + 2 x the dtype size (the boolean mask, its additive copy, a padded copy), and
-FlexAttention's ``create_block_mask``, which evaluates the rule over the whole grid, 14 (measured 10-13.5
-on CPU at T = 3000-9000). FlexAttention's figure is the larger, so passes sized for it stay within the cap
-where the grader falls back to SDPA. Everything has a 1.5x margin for the allocator's rounding and
-short-lived temporaries. Measured on CPU (``benchmarks/grader_memory.py``, embedded SmolLM2, SDPA):
-12-14 KiB per budget token in bfloat16 and 24-30 KiB in float32, under the estimate before its margin.
+dtype, RMSNorm's float32 copies (2 H x 4 bytes), and each hidden state kept for the heads (H).
+Building the attention mask takes some bytes per element of each row's T x T grid, so each token of
+a row T tokens long costs T times that: 1 + 2 x the dtype size for SDPA's dense mask (the boolean
+mask, its additive copy, a padded copy), 14 for FlexAttention's ``create_block_mask``, which evaluates
+the rule over the whole grid (measured 10-13.5 on CPU at T = 3000-9000). FlexAttention's figure is the
+larger, so passes sized for it stay within the cap where the grader falls back to SDPA. Everything
+has a 1.5x margin for the allocator's rounding and short-lived temporaries. Measured on CPU
+(``benchmarks/grader_memory.py``, embedded SmolLM2, SDPA): the activations take 33-42% of the room
+the cap leaves beside the weights and the reserve.
 """
 from __future__ import annotations
 

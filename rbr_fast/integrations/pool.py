@@ -21,7 +21,8 @@ from .lazy_reward import LazyReward
 
 # configuration key -> environment variable; the batching keys and memory_gib are numbers, the others strings
 ENV = {"model": "RBR_FAST_MODEL", "grader_url": "RBR_FAST_GRADER_URL", "weights": "RBR_FAST_WEIGHTS", "spec": "RBR_FAST_SPEC",
-       "device": "RBR_FAST_DEVICE", "dtype": "RBR_FAST_DTYPE", "memory_gib": "RBR_FAST_MEMORY_GIB", "policy_tokenizer": "RBR_FAST_POLICY_TOKENIZER",
+       "device": "RBR_FAST_DEVICE", "dtype": "RBR_FAST_DTYPE", "memory_gib": "RBR_FAST_MEMORY_GIB",
+       "policy_tokenizer": "RBR_FAST_POLICY_TOKENIZER",
        "max_batch": "RBR_FAST_MAX_BATCH", "max_wait_ms": "RBR_FAST_MAX_WAIT_MS", "reasoning": "RBR_FAST_REASONING"}
 DEFAULTS = {"max_batch": 64, "max_wait_ms": 20.0, "dtype": "auto", "reasoning": "strip"}
 _NUMBERS = {"max_batch": int, "max_wait_ms": float, "memory_gib": float}

@@ -1,24 +1,22 @@
 """What a capped grader (``memory_gib``) takes on this machine, measured: the embedded SmolLM2 grading
-conversations longer than one pass, its activations read from the torch profiler's memory timeline on
-CPU, or from the CUDA allocator's peak on a GPU.
+conversations longer than one pass, its activations by the bench harness's ``tensor_peak_bytes`` (the
+CUDA allocator's peak on a GPU; the torch profiler's memory timeline on CPU, about 10 minutes on 2 cores
+for the four default cases).
 
     python benchmarks/grader_memory.py [--device cpu] [--cases float32:0.7:heads,float32:1.0:questions,...]
 
 Prints one row per case: the cap, the token budget it gives, the weights, the measured activations and
-their sum against the cap. On 2 CPU cores the four default cases take about 10 minutes (the profiler
-records every allocation with its stack); on a GPU, seconds.
+their sum against the cap.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import tempfile
 import warnings
-from pathlib import Path
 
 import torch
 
+from rbr_fast.bench.harness import tensor_peak_bytes
 from rbr_fast.grading import Grader, memory
 
 CASES = "float32:0.7:heads,float32:1.0:questions,bfloat16:0.4:heads,bfloat16:0.5:questions"
@@ -39,22 +37,7 @@ def measure(dtype: torch.dtype, cap: float, questions: bool, device: str) -> dic
         g = Grader.default(dtype=dtype, device=device, progress=False, memory_gib=cap, trained=not questions)
         convs, comps = rows()
         g.grade(convs[:1], comps[:1])
-        if device == "cpu":
-            from torch.profiler import ProfilerActivity, profile
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                         with_stack=True) as prof:
-                g.grade(convs, comps)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "timeline.raw.json"
-                prof.export_memory_timeline(str(path), device="cpu")
-                totals = [sum(s) for s in json.loads(path.read_text())[1]]
-            activations = max(totals) - min(totals)
-        else:
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            g.grade(convs, comps)
-            activations = torch.cuda.max_memory_allocated() - base
+        activations = tensor_peak_bytes(lambda: g.grade(convs, comps), torch.device(device))
     return {"budget": g.token_budget, "max_length": g.max_length, "weights": memory.weight_bytes(g.model),
             "activations": activations}
 

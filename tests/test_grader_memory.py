@@ -1,7 +1,6 @@
 """The grader's memory cap (``Grader(memory_gib=...)``, ``grading.memory``): passes sized to fit,
 the same grades as without a cap, long conversations cut with one warning, a cap too small refused,
 and the estimate bounding the activations the CPU profiler measures."""
-import json
 import math
 import warnings
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from rbr_fast.bench import tiny_lm
+from rbr_fast.bench.harness import tensor_peak_bytes
 from rbr_fast.grading import Grader, memory
 from rbr_fast.integrations.lazy_reward import LazyReward
 
@@ -98,10 +98,9 @@ def test_cap_too_small_for_one_conversation_with_its_questions_is_refused(model)
         Grader(model, tiny_lm.tokenizer(), progress=False, memory_gib=cap_for(model, 300))
 
 
-def test_estimate_bounds_the_measured_activations(model, tmp_path):
+def test_estimate_bounds_the_measured_activations(model):
     """The CPU profiler's memory timeline while a capped grader grades rows as long as its passes:
     weights + measured activations stay under the cap."""
-    from torch.profiler import ProfilerActivity, profile
     cap = cap_for(model, 2500)
     with pytest.warns(UserWarning, match="conversations are cut"):
         g = Grader(model, tiny_lm.tokenizer(), progress=False, memory_gib=cap)
@@ -110,14 +109,7 @@ def test_estimate_bounds_the_measured_activations(model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g.grade(convs[:1], comps[:1])
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                     with_stack=True) as prof:
-            g.grade(convs, comps)
-        path = tmp_path / "timeline.raw.json"
-        prof.export_memory_timeline(str(path), device="cpu")
-    _, sizes = json.loads(path.read_text())
-    totals = [sum(s) for s in sizes]
-    activations = max(totals) - min(totals)
+        activations = tensor_peak_bytes(lambda: g.grade(convs, comps), torch.device("cpu"))
     print(f"cap {cap * GiB / 2**20:.1f} MiB: weights {memory.weight_bytes(model) / 2**20:.1f} + measured activations "
           f"{activations / 2**20:.1f} MiB")
     assert activations > 0.2 * (cap * GiB - memory.weight_bytes(model) - memory.RESERVE)  # the passes were full

@@ -385,6 +385,28 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device, tuned: bool = T
     return (peak[0] - base) / 2**20
 
 
+def tensor_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes of the tensors one call of ``fn`` holds over what is live before it: the CUDA
+    allocator's peak (``peak_memory_mib``), or on CPU the torch profiler's memory timeline, which counts
+    every tensor allocation exactly (``peak_memory_mib``'s resident-set sampling can miss a short peak),
+    at many times the call's run time."""
+    if device.type == "cuda":
+        return int(peak_memory_mib(fn, device) * 2**20)
+    import json
+    import tempfile
+    import warnings
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # export_memory_timeline is deprecated, with no CPU successor
+        path = os.path.join(tmp, "timeline.raw.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            totals = [sum(s) for s in json.load(f)[1]]
+    return max(totals) - min(totals)
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 

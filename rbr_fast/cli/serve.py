@@ -30,9 +30,8 @@ def run(a: argparse.Namespace) -> int:
             tokenizer_template(a.policy_tokenizer)
         except OSError as e:
             raise UserError(f"--policy-tokenizer {a.policy_tokenizer}: {(str(e).splitlines() or [''])[0]}") from None
-    extra = {} if a.memory_gib is None else {"memory_gib": a.memory_gib}
     reward = LazyReward(model=a.model, weights=a.weights, spec=a.spec, dtype=a.dtype, device=a.device,
-                        grader_url=a.grader_url, reasoning=a.reasoning, **extra)
+                        memory_gib=a.memory_gib, grader_url=a.grader_url, reasoning=a.reasoning)
     sock = listen(a.host, a.port)
     try:
         if a.ray:

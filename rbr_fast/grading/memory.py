@@ -48,14 +48,18 @@ def mask_bytes(attention: str, dtype: torch.dtype) -> int:
     return max(FLEX_MASK_BYTES, dense) if attention == "flex_attention" else dense
 
 
+def _attention(config) -> str:
+    return getattr(config, "_attn_implementation", None) or "sdpa"
+
+
 def token_bytes(config, dtype: torch.dtype, kept_layers: int, row_length: int) -> float:
     """Estimated activation bytes per token of one forward pass in rows ``row_length`` tokens long,
     margin included (see the module docstring)."""
     h = config.hidden_size
     i = getattr(config, "intermediate_size", None) or 4 * h
     size = torch.empty((), dtype=dtype).element_size()
-    attention = getattr(config, "_attn_implementation", None) or "sdpa"
-    return MARGIN * (size * (2 * h + 3 * i + kept_layers * h) + 4 * 2 * h + row_length * mask_bytes(attention, dtype))
+    return MARGIN * (size * (2 * h + 3 * i + kept_layers * h) + 4 * 2 * h
+                     + row_length * mask_bytes(_attention(config), dtype))
 
 
 def token_budget(model: torch.nn.Module, memory_gib: float, kept_layers: int, longest_row: int) -> int:
@@ -67,7 +71,7 @@ def token_budget(model: torch.nn.Module, memory_gib: float, kept_layers: int, lo
     room = memory_gib * GiB - weights - RESERVE
     dtype = next(model.parameters()).dtype
     a = token_bytes(model.config, dtype, kept_layers, 0)
-    c = token_bytes(model.config, dtype, kept_layers, 1) - a  # the mask's bytes per token per token of row
+    c = MARGIN * mask_bytes(_attention(model.config), dtype)  # the mask's bytes per token per token of row
     # a pass of B tokens in rows of T <= B tokens costs B (a + c T): the largest B with B (a + c B) <= room,
     # or, when that is longer than any row, the largest with T = longest_row
     budget = (math.sqrt(a * a + 4 * c * max(room, 0)) - a) / (2 * c)

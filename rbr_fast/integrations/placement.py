@@ -25,8 +25,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import UserError
-
-GiB = 1 << 30
+from ..grading.memory import GiB
 ACTIVATIONS = GiB  # room for the grader's activations, over its weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SERVE = "run `rbr-fast serve` on a GPU node and score through its client (RBRServerReward, or the trainer's URL option)"
@@ -118,10 +117,11 @@ def check_placement(model: Optional[str], device: Any = None, dtype: Any = "auto
     except RuntimeError:
         return  # the driver does not say: the load itself will tell
     need = needed_bytes(model, dtype, gguf_file, memory_gib)
-    weights = weight_bytes(model, dtype, gguf_file)
-    if memory_gib is not None and weights is not None and need <= weights:
-        raise PlacementError(f"grader memory_gib={memory_gib:g} is under the grader's weights ({weights / GiB:.2f} "
-                             "GiB): raise it (weights + 0.5 GiB or more)")
+    if memory_gib is not None:
+        weights = weight_bytes(model, dtype, gguf_file)
+        if weights is not None and need <= weights:
+            raise PlacementError(f"grader memory_gib={memory_gib:g} is under the grader's weights "
+                                 f"({weights / GiB:.2f} GiB): raise it (weights + 0.5 GiB or more)")
     if free < need:
         what = f"{need / GiB:.2f} GiB (its memory_gib cap)" if memory_gib is not None else \
             f"about {need / GiB:.2f} GiB (2 x its weights + 1 GiB; memory_gib sets a cap)"
